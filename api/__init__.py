@@ -1,0 +1,36 @@
+"""The Flask API: thin routing, validation and serialization in front of the workers."""
+
+from __future__ import annotations
+
+import sys
+
+from flask import Flask, Response
+
+from shared.config import ConfigError, get_settings
+from shared.logs import configure_logging
+
+
+def create_app() -> Flask:
+    try:
+        get_settings()
+    except ConfigError as exc:
+        sys.exit(f"backscope: configuration error: {exc}")
+    configure_logging()
+
+    from api.errors import register_errors
+    from api.routes import bp
+
+    app = Flask(__name__)
+    # Value objects are keyed by index and must stay in index order ("10" after "9").
+    app.json.sort_keys = False
+    app.json.compact = True
+    app.register_blueprint(bp)
+    register_errors(app)
+
+    @app.after_request
+    def allow_any_origin(response: Response) -> Response:
+        # The Numberscope front end calls us from the browser, from another origin.
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    return app

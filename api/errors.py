@@ -1,0 +1,73 @@
+"""Every error is JSON: {"error": "<clear sentence>"} with a status that says what happened."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from api.jobs import Pending, TaskFailed
+from shared.errors import BackscopeError, UpstreamUnavailable
+from shared.ids import InvalidId
+
+log = logging.getLogger(__name__)
+
+RETRY_PENDING = 2
+RETRY_UNAVAILABLE = 30
+
+
+class BadRequest(Exception):
+    """Malformed input: answer 400 with this sentence."""
+
+
+def error(message: str, status: int, retry_after: int | None = None, **extra: object) -> Response:
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(InvalidId)
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: Exception) -> Response:
+        return error(str(exc), 400)
+
+    @app.errorhandler(BackscopeError)
+    def backscope_error(exc: BackscopeError) -> Response:
+        unavailable = isinstance(exc, UpstreamUnavailable)
+        retry = (exc.retry_after or RETRY_UNAVAILABLE) if unavailable else None
+        return error(exc.message, exc.status, retry)
+
+    @app.errorhandler(Pending)
+    def pending(exc: Pending) -> Response:
+        from flask import request
+
+        response = jsonify(
+            {"id": request.view_args.get("seq_id") if request.view_args else None,
+             "status": "pending", "task": exc.task_id}
+        )
+        response.status_code = 202
+        response.headers["Location"] = f"/api/tasks/{exc.task_id}"
+        response.headers["Retry-After"] = str(RETRY_PENDING)
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def database_down(exc: Exception) -> Response:
+        log.error("api.database_unavailable", extra={"error": str(exc).splitlines()[0]})
+        return error("the database is unavailable right now", 503, RETRY_UNAVAILABLE)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        message = "no such endpoint" if exc.code == 404 else exc.description
+        return error(message, exc.code or 500)
+
+    @app.errorhandler(TaskFailed)
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.exception("api.internal_error")
+        return error("internal error (a bug in Backscope); it has been logged", 500)

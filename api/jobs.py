@@ -1,0 +1,145 @@
+"""Enqueue-and-wait: get the workers to fetch what is missing and wait briefly for it.
+
+The work lock dedupes: whoever takes it enqueues the task (in the task's name, so the
+task id is known before it is sent); everyone else finds the owner's task id in the
+lock and waits on that task. The API never talks to the OEIS itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.errors import BackscopeError, UpstreamUnavailable
+from shared.lock import FINISHED_STATES, WorkLock, release_value
+from shared.redis_db import get_redis
+from shared.work import Work
+from worker.celery_app import app as celery
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_ROUNDS = 3
+
+
+class Pending(Exception):
+    """The work is still running after the wait; answer 202 pointing at `task_id`."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+
+class TaskFailed(Exception):
+    """A task failed for a reason that is our bug, not the OEIS's: answer 500."""
+
+
+def start(work: Work) -> str:
+    """The id of the task doing `work`: the one already in flight, or a new one."""
+    settings = get_settings()
+    client = get_redis("locks")
+    try:
+        for _ in range(MAX_ROUNDS):
+            lock = WorkLock(client, work.kind, work.subject, settings.lock_ttl)
+            task_id = str(uuid.uuid4())
+            if lock.take(task_id):
+                try:
+                    celery.send_task(work.task, args=work.args, task_id=task_id)
+                except BaseException:
+                    lock.release_quietly()
+                    raise
+                log.info("work.enqueued", extra={"kind": work.kind, "subject": work.subject,
+                                                 "task_id": task_id})
+                return task_id
+            holder = lock.holder()
+            if holder is None:
+                continue  # released between our attempt and our look
+            if AsyncResult(holder.owner, app=celery).state not in FINISHED_STATES:
+                return holder.owner
+            # The owner finished or died without releasing: take over at once rather
+            # than wait out the TTL.
+            release_value(client, holder)
+            log.warning("work.took_over", extra={"key": holder.key, "owner": holder.owner})
+    except (RedisError, BrokerError) as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+    raise UpstreamUnavailable("could not start the work; try again", 5)
+
+
+def schedule(work: Work) -> None:
+    """Start `work` in the background, if it is not running already; never fail the request."""
+    try:
+        start(work)
+    except UpstreamUnavailable as exc:
+        log.warning("work.not_scheduled", extra={"kind": work.kind, "subject": work.subject,
+                                                 "error": str(exc)})
+
+
+def _raise_failure(result: AsyncResult) -> None:
+    error = result.result
+    if isinstance(error, BackscopeError):
+        raise error
+    if isinstance(error, (SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError)):
+        raise UpstreamUnavailable("the download did not finish in time; try again", 30)
+    log.error("work.task_failed", extra={"task_id": result.id, "error": repr(error)})
+    raise TaskFailed(f"task {result.id} failed")
+
+
+def wait(task_ids: list[str], deadline: float) -> list[str]:
+    """Wait until every task has finished or the deadline passes; return the unfinished.
+
+    Polls the result backend: cheap (one GET per task per poll), safe in threads,
+    and the first polls come quickly so a fast download answers fast.
+    """
+    pending = {tid: AsyncResult(tid, app=celery) for tid in task_ids}
+    delay = 0.005
+    try:
+        while pending:
+            for tid, result in list(pending.items()):
+                state = result.state
+                if state == "SUCCESS":
+                    del pending[tid]
+                elif state in FINISHED_STATES:
+                    _raise_failure(result)
+            now = time.monotonic()
+            if not pending or now >= deadline:
+                return list(pending)
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 1.5, 0.1)
+    except (RedisError, BrokerError) as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+    return []
+
+
+def obtain(read: Callable[[Session], T | list[Work]]) -> T:
+    """Serve cached data, fetching what is missing first.
+
+    `read` returns the data, or the list of work needed before it can. It may raise
+    (e.g. NotFound for a sequence the OEIS does not have).
+    """
+    deadline = time.monotonic() + get_settings().sync_wait
+    task_ids: list[str] = []
+    for round_ in range(MAX_ROUNDS + 1):
+        with session_scope() as session:
+            found = read(session)
+        if not isinstance(found, list):
+            return found
+        if round_ == MAX_ROUNDS:
+            break
+        task_ids = [start(work) for work in found]
+        unfinished = wait(task_ids, deadline)
+        if unfinished:
+            raise Pending(unfinished[0])
+    # The tasks finished but stored nothing readable (e.g. another task took over):
+    # let the client come back rather than loop here.
+    raise Pending(task_ids[0])

@@ -1,0 +1,186 @@
+"""The HTTP endpoints (contract: shared/spec/api.md in the team's reference material)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+
+from celery.result import AsyncResult
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from api.errors import BadRequest, error
+from api.jobs import obtain, schedule
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.errors import NotFound
+from shared.ids import normalize_id
+from shared.redis_db import get_redis
+from shared.store import Values, is_missing, read_search, read_sequence, read_values
+from shared.work import Work, backrefs_work, metadata_work, search_work, values_work
+from worker.celery_app import app as celery
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_TERM = 200
+_COUNT = re.compile(r"[0-9]{1,9}")
+_TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+TASK_STATES = {"PENDING": "pending", "RECEIVED": "pending", "STARTED": "running",
+               "RETRY": "running", "SUCCESS": "succeeded", "FAILURE": "failed",
+               "REVOKED": "failed"}
+
+
+def parse_count(raw: str) -> int:
+    if not _COUNT.fullmatch(raw):
+        raise BadRequest(f"count must be a non-negative integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+def _check_missing(session: Session, seq_id: str) -> None:
+    if is_missing(read_sequence(session, seq_id), get_settings().not_found_ttl):
+        raise NotFound(f"the OEIS has no sequence {seq_id}")
+
+
+def _values_dict(values: Values) -> dict[str, str]:
+    return {str(values.first_index + i): term for i, term in enumerate(values.terms)}
+
+
+def _placeholder(seq_id: str) -> str:
+    return f"{seq_id} [name not yet loaded]"
+
+
+@bp.get("/get_oeis_values/<seq_id>/<count>")
+def get_oeis_values(seq_id: str, count: str) -> Response:
+    seq_id, n = normalize_id(seq_id), parse_count(count)
+
+    def read(session: Session) -> Values | list[Work]:
+        values = read_values(session, seq_id, n)
+        if values is not None:
+            return values
+        _check_missing(session, seq_id)
+        return [values_work(seq_id)]
+
+    values = obtain(read)
+    if values.name is None:
+        schedule(metadata_work(seq_id))
+    return jsonify(
+        {"id": seq_id, "name": values.name or _placeholder(seq_id), "values": _values_dict(values)}
+    )
+
+
+@bp.get("/get_oeis_name_and_values/<seq_id>")
+def get_oeis_name_and_values(seq_id: str) -> Response:
+    seq_id = normalize_id(seq_id)
+
+    def read(session: Session) -> Values | list[Work]:
+        values = read_values(session, seq_id, 0)
+        if values is not None and values.name is not None:
+            return values
+        _check_missing(session, seq_id)
+        sequence = read_sequence(session, seq_id)
+        needed = [] if values is not None else [values_work(seq_id)]
+        if sequence is None or sequence.meta_fetched_at is None:
+            needed.append(metadata_work(seq_id))
+        return needed or [metadata_work(seq_id)]
+
+    values = obtain(read)
+    return jsonify({"id": seq_id, "name": values.name, "values": _values_dict(values)})
+
+
+@bp.get("/get_oeis_metadata/<seq_id>")
+def get_oeis_metadata(seq_id: str) -> Response:
+    seq_id = normalize_id(seq_id)
+
+    def read(session: Session) -> dict | list[Work]:
+        _check_missing(session, seq_id)
+        sequence = read_sequence(session, seq_id)
+        needed = []
+        if sequence is None or sequence.meta_fetched_at is None:
+            needed.append(metadata_work(seq_id))
+        if sequence is None or sequence.backrefs_fetched_at is None:
+            needed.append(backrefs_work(seq_id))
+        if needed:
+            return needed
+        return {
+            "id": seq_id,
+            "name": sequence.name,
+            "xrefs": "\n".join(sequence.xrefs or []),
+            "backrefs": sequence.backrefs or [],
+        }
+
+    return jsonify(obtain(read))
+
+
+@bp.get("/search_oeis/<path:term>")
+def search_oeis(term: str) -> Response:
+    if len(term) > MAX_TERM:
+        raise BadRequest(f"search terms are limited to {MAX_TERM} characters")
+    if not term.strip():
+        raise BadRequest("the search term is empty")
+
+    def read(session: Session) -> dict[str, list[list[str]]] | list[Work]:
+        results = read_search(session, term)
+        return {"results": results} if results is not None else [search_work(term)]
+
+    return jsonify({"term": term, **obtain(read)})
+
+
+@cache
+def _commit() -> str:
+    settings = get_settings()
+    if settings.commit:
+        return settings.commit[:12]
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@bp.get("/get_commit")
+def get_commit() -> Response:
+    return jsonify({"short_commit_hash": _commit()})
+
+
+@bp.get("/tasks/<task_id>")
+def task_status(task_id: str) -> Response:
+    if not _TASK_ID.fullmatch(task_id):
+        raise BadRequest("that is not a task id")
+    result = AsyncResult(task_id, app=celery)
+    state = TASK_STATES.get(result.state, "running")
+    failure = str(result.result) if state == "failed" else None
+    return jsonify({"task": task_id, "state": state, "error": failure})
+
+
+@bp.get("/health")
+def health() -> Response:
+    checks: dict[str, str] = {}
+    try:
+        with session_scope() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "up"
+    except Exception as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    try:
+        get_redis("locks").ping()
+        checks["redis"] = "up"
+    except Exception as exc:
+        checks["redis"] = f"down: {type(exc).__name__}"
+    try:
+        workers = celery.control.ping(timeout=1.0) if checks["redis"] == "up" else []
+        checks["workers"] = f"up: {len(workers)}" if workers else "down: no worker answered"
+    except Exception as exc:
+        checks["workers"] = f"down: {type(exc).__name__}"
+    down = [name for name, state in checks.items() if not state.startswith("up")]
+    if down:
+        return error(f"unavailable: {', '.join(down)}", 503, 30, **checks)
+    return jsonify({"status": "ok", **checks})

@@ -1,0 +1,134 @@
+"""Configuration, read once from the environment (and from `.env` in development).
+
+Redis is one server with numbered databases, one per use, derived from
+BACKSCOPE_REDIS_URL's database number N:
+
+    N      Celery broker (the task queues)
+    N + 1  Celery results
+    N + 2  work locks and fencing tokens
+    N + 3  OEIS rate limiter
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import load_dotenv
+
+ENVIRONMENTS = ("development", "production", "testing")
+REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it in one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    oeis_url: str
+    env: str
+    port: int
+    sync_wait: float
+    lock_ttl: int
+    purge_interval: int
+    not_found_ttl: int
+    oeis_connect_timeout: float
+    oeis_read_timeout: float
+    oeis_max_bytes: int
+    oeis_max_attempts: int
+    oeis_backoff: float
+    oeis_rate: float
+    backref_max_pages: int
+    user_agent: str
+    commit: str | None
+
+    def redis_db_url(self, use: str) -> str:
+        """The URL of the Redis database for one use (see the module docstring)."""
+        parts = urlsplit(self.redis_url)
+        base = int(parts.path.lstrip("/") or 0)
+        return urlunsplit(parts._replace(path=f"/{base + REDIS_DATABASES[use]}"))
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+
+def _text(name: str, default: str) -> str:
+    value = os.environ.get(name, default).strip()
+    if not value:
+        raise ConfigError(f"{name} is set but empty")
+    return value
+
+
+def _number(name: str, default: str, kind: type, minimum: float) -> float:
+    raw = _text(name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _url(name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = _text(name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _redis_url(name: str, default: str) -> str:
+    value = _url(name, default, ("redis", "rediss"))
+    db = urlsplit(value).path.lstrip("/") or "0"
+    if not db.isdigit() or int(db) + max(REDIS_DATABASES.values()) > 15:
+        raise ConfigError(f"{name} must name a database number from 0 to 12, got {value!r}")
+    return value
+
+
+def load_settings() -> Settings:
+    """Read every setting; raise ConfigError naming the first bad one."""
+    env = _text("BACKSCOPE_ENV", "development")
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"BACKSCOPE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    return Settings(
+        database_url=_url(
+            "BACKSCOPE_DATABASE_URL",
+            "postgresql+psycopg2://root@127.0.0.1:5432/backscope",
+            ("postgresql", "postgresql+psycopg2"),
+        ),
+        redis_url=_redis_url("BACKSCOPE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        oeis_url=_url("BACKSCOPE_OEIS_URL", "https://oeis.org", ("http", "https")),
+        env=env,
+        port=int(_number("BACKSCOPE_PORT", "5000", int, 1)),
+        sync_wait=_number("BACKSCOPE_SYNC_WAIT", "20", float, 0),
+        lock_ttl=int(_number("BACKSCOPE_LOCK_TTL", "60", int, 3)),
+        purge_interval=int(_number("BACKSCOPE_PURGE_INTERVAL", "30", int, 1)),
+        not_found_ttl=int(_number("BACKSCOPE_NOT_FOUND_TTL", "86400", int, 0)),
+        oeis_connect_timeout=_number("BACKSCOPE_OEIS_CONNECT_TIMEOUT", "5", float, 0.1),
+        oeis_read_timeout=_number("BACKSCOPE_OEIS_READ_TIMEOUT", "30", float, 0.1),
+        oeis_max_bytes=int(_number("BACKSCOPE_OEIS_MAX_BYTES", str(32 * 2**20), int, 1024)),
+        oeis_max_attempts=int(_number("BACKSCOPE_OEIS_MAX_ATTEMPTS", "5", int, 1)),
+        oeis_backoff=_number("BACKSCOPE_OEIS_BACKOFF", "2", float, 0.1),
+        oeis_rate=_number("BACKSCOPE_OEIS_RATE", "2", float, 0.01),
+        backref_max_pages=int(_number("BACKSCOPE_BACKREF_MAX_PAGES", "50", int, 1)),
+        user_agent=_text(
+            "BACKSCOPE_USER_AGENT",
+            "Backscope/0.1 (Numberscope back end; https://github.com/numberscope/backscope)",
+        ),
+        commit=os.environ.get("BACKSCOPE_COMMIT") or None,
+    )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read on first use. `.env` never overrides the environment."""
+    if os.environ.get("BACKSCOPE_ENV", "development") != "production":
+        load_dotenv(override=False)
+    return load_settings()

@@ -1,0 +1,96 @@
+"""The database schema. Every change here needs an Alembic migration (`make migration`).
+
+Values live in their own table so that reading a sequence's name or metadata never
+drags thousands of (possibly thousand-digit) terms off the disk. Nothing here records
+work "in progress": that is what the Redis locks are for. The `*_token` columns hold
+the fencing token each piece of data was written under (see shared/store.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Sequence(Base):
+    """What the OEIS says about one sequence, apart from its terms."""
+
+    __tablename__ = "sequences"
+
+    id: Mapped[str] = mapped_column(String(7), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    offset: Mapped[int | None] = mapped_column(Integer)
+    xrefs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    keywords: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(Text)
+    meta_fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    meta_token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    backrefs: Mapped[list[str] | None] = mapped_column(ARRAY(String(7)))
+    backrefs_fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    backrefs_token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Set when the OEIS answered that no such sequence exists; remembered for
+    # BACKSCOPE_NOT_FOUND_TTL seconds so repeated requests do not go upstream.
+    missing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SequenceValues(Base):
+    """The terms of one sequence from its b-file, as decimal strings in index order."""
+
+    __tablename__ = "sequence_values"
+
+    id: Mapped[str] = mapped_column(
+        String(7), ForeignKey("sequences.id", ondelete="CASCADE"), primary_key=True
+    )
+    first_index: Mapped[int] = mapped_column(Integer)
+    terms: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    token: Mapped[int] = mapped_column(BigInteger)
+
+
+class SearchResult(Base):
+    """One cached OEIS search: the first page of results as [[id, name], ...]."""
+
+    __tablename__ = "searches"
+
+    term: Mapped[str] = mapped_column(Text, primary_key=True)
+    results: Mapped[list[list[str]]] = mapped_column(JSONB)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    token: Mapped[int] = mapped_column(BigInteger)
+
+
+class FenceFloor(Base):
+    """The lowest fencing token a write may carry, per scope.
+
+    Clearing the cache (scope "*") or forgetting one sequence (scope = its id) records
+    the current token here, so a download that was in flight at that moment can no
+    longer write its now-stale result afterwards.
+    """
+
+    __tablename__ = "fence_floors"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,157 @@
+"""The OEIS HTTP client: GET only, rate limited, with timeouts and a size cap.
+
+It turns every way a request can go wrong into one of the errors in shared.errors:
+UpstreamUnavailable (throttled, timed out, unreachable: worth retrying later),
+UpstreamBadData (an answer we cannot use) or NotFound.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from shared.config import Settings
+from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
+from shared.parsing import BFile, Entry, parse_bfile, parse_entries, parse_entry, search_results
+from shared.ratelimit import RateLimited, RateLimiter
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 10
+_CHUNK = 64 * 1024
+
+
+def retry_after_seconds(header: str | None) -> int | None:
+    """Parse a Retry-After header (seconds or an HTTP date); None if absent or nonsense."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return min(int(header), 3600)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0, min(3600, round(when.timestamp() - time.time())))
+
+
+class OEISClient:
+    def __init__(self, settings: Settings, limiter: RateLimiter | None = None) -> None:
+        self.settings = settings
+        self.base = settings.oeis_url
+        self.limiter = limiter
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = settings.user_agent
+
+    def _lines(self, path: str, params: dict[str, str] | None, accept: str) -> Iterator[str]:
+        """GET `path` and yield the body's lines, enforcing type, size and timeouts."""
+        if self.limiter:
+            try:
+                self.limiter.wait()
+            except RateLimited as exc:
+                raise UpstreamUnavailable(str(exc), retry_after=max(1, round(exc.retry_in))) from exc
+        started = time.monotonic()
+        size = 0
+        status = None
+        try:
+            with self.http.get(
+                self.base + path,
+                params=params,
+                stream=True,
+                timeout=(self.settings.oeis_connect_timeout, self.settings.oeis_read_timeout),
+                allow_redirects=False,
+            ) as response:
+                status = response.status_code
+                self._check(response, path, accept)
+                pending = b""
+                for chunk in response.iter_content(_CHUNK):
+                    size += len(chunk)
+                    if size > self.settings.oeis_max_bytes:
+                        raise UpstreamBadData(
+                            f"OEIS answer for {path} exceeds {self.settings.oeis_max_bytes} bytes"
+                        )
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+                if pending:
+                    yield pending.decode("utf-8", "replace")
+        except requests.Timeout as exc:
+            raise UpstreamUnavailable(f"the OEIS did not answer {path} in time") from exc
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(f"could not reach the OEIS for {path}") from exc
+        finally:
+            log.info(
+                "oeis.request",
+                extra={
+                    "path": path,
+                    "status": status,
+                    "bytes": size,
+                    "duration_ms": round((time.monotonic() - started) * 1000),
+                },
+            )
+
+    def _check(self, response: requests.Response, path: str, accept: str) -> None:
+        status = response.status_code
+        if status in (429, 503) or 500 <= status:
+            raise UpstreamUnavailable(
+                f"the OEIS answered {status} for {path}",
+                retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        if status == 404:
+            raise NotFound(f"the OEIS has no {path}")
+        if status != 200:
+            raise UpstreamBadData(f"the OEIS answered {status} for {path}")
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != accept:
+            raise UpstreamBadData(
+                f"the OEIS answered {path} with {content_type or 'no content type'}, not {accept}"
+            )
+        length = response.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self.settings.oeis_max_bytes:
+            raise UpstreamBadData(f"OEIS answer for {path} is {length} bytes, over the cap")
+
+    def bfile(self, seq_id: str) -> BFile:
+        number = seq_id[1:]
+        return parse_bfile(self._lines(f"/{seq_id}/b{number}.txt", None, "text/plain"), seq_id)
+
+    def _search(self, query: str, start: int = 0) -> Any:
+        params = {"q": query, "fmt": "json"}
+        if start:
+            params["start"] = str(start)
+        body = "\n".join(self._lines("/search", params, "application/json"))
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise UpstreamBadData(f"the OEIS search for {query[:60]!r} is not JSON") from exc
+
+    def search(self, query: str, start: int = 0) -> list[Entry]:
+        return parse_entries(self._search(query, start))
+
+    def entry(self, seq_id: str) -> Entry:
+        """The one entry for `seq_id`; NotFound if the OEIS has none."""
+        for entry in self.search(f"id:{seq_id}"):
+            if entry.id == seq_id:
+                return entry
+        raise NotFound(f"the OEIS has no sequence {seq_id}")
+
+    def mentions(self, seq_id: str, max_pages: int) -> tuple[list[str], bool]:
+        """Ids of the other sequences that mention `seq_id`, paging through the results.
+
+        Returns (sorted ids, complete); complete is False if max_pages cut it short.
+        """
+        found: set[str] = set()
+        for page in range(max_pages):
+            results = search_results(self._search(seq_id, start=page * PAGE_SIZE))
+            found.update(entry.id for entry in map(parse_entry, results) if entry)
+            if len(results) < PAGE_SIZE:
+                found.discard(seq_id)
+                return sorted(found), True
+        found.discard(seq_id)
+        return sorted(found), False

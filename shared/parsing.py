@@ -1,0 +1,122 @@
+"""Parsers for what the OEIS sends. Every byte is hostile: anything unexpected raises
+UpstreamBadData with a sentence that says what was wrong, and nothing is stored."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import UpstreamBadData
+from shared.ids import format_id
+
+log = logging.getLogger(__name__)
+
+_INDEX = re.compile(r"-?[0-9]{1,9}")
+_VALUE = re.compile(r"(-?)0*([0-9]+)")
+_OFFSET = re.compile(r"\s*(-?[0-9]{1,9})\s*(?:,.*)?")
+
+
+@dataclass(frozen=True)
+class BFile:
+    first_index: int
+    terms: list[str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One search result: the parts of an OEIS entry that Backscope keeps."""
+
+    id: str
+    name: str
+    offset: int | None
+    xrefs: list[str]
+    keywords: str
+    author: str
+
+
+def canonical_value(text: str) -> str | None:
+    """A decimal integer without leading zeros (`-0` is `0`), or None if `text` is not one."""
+    match = _VALUE.fullmatch(text)
+    if not match:
+        return None
+    sign, digits = match.groups()
+    return digits if digits == "0" else sign + digits
+
+
+def parse_bfile(lines: Iterable[str], seq_id: str) -> BFile:
+    """Parse b-file lines (`n a(n)`), skipping comments and blank lines.
+
+    Indices must be consecutive; the first one is the sequence's offset.
+    """
+    first: int | None = None
+    terms: list[str] = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        if len(fields) != 2 or not _INDEX.fullmatch(fields[0]):
+            raise UpstreamBadData(f"b-file for {seq_id} has a malformed line {number}")
+        value = canonical_value(fields[1])
+        if value is None:
+            raise UpstreamBadData(f"b-file for {seq_id} has a non-numeric value on line {number}")
+        index = int(fields[0])
+        if first is None:
+            first = index
+        elif index != first + len(terms):
+            raise UpstreamBadData(
+                f"b-file for {seq_id} skips from index {first + len(terms) - 1} to {index}"
+            )
+        terms.append(value)
+    if first is None:
+        raise UpstreamBadData(f"b-file for {seq_id} holds no terms")
+    return BFile(first, terms)
+
+
+def search_results(payload: Any) -> list[dict[str, Any]]:
+    """The result objects of a search answer in either shape the OEIS uses.
+
+    Current: a bare list (or null when nothing matched). Older: an object with a
+    "results" list (or null).
+    """
+    if isinstance(payload, dict):
+        payload = payload.get("results")
+    if payload is None:
+        return []
+    if not isinstance(payload, list):
+        raise UpstreamBadData("OEIS search answer is neither a list nor an object with results")
+    return payload
+
+
+def parse_entry(item: Any) -> Entry | None:
+    """One result object, or None (logged) if it lacks what we need."""
+    if not isinstance(item, dict):
+        log.warning("oeis.bad_entry", extra={"reason": "not an object"})
+        return None
+    number, name = item.get("number"), item.get("name")
+    if (
+        not isinstance(number, int)
+        or isinstance(number, bool)
+        or not 0 <= number <= 999_999
+        or not isinstance(name, str)
+    ):
+        log.warning("oeis.bad_entry", extra={"reason": "no usable number or name"})
+        return None
+    xrefs = item.get("xref")
+    offset = item.get("offset")
+    match = _OFFSET.fullmatch(offset) if isinstance(offset, str) else None
+    return Entry(
+        id=format_id(number),
+        name=name,
+        offset=int(match.group(1)) if match else None,
+        xrefs=[x for x in xrefs if isinstance(x, str)] if isinstance(xrefs, list) else [],
+        keywords=item["keyword"] if isinstance(item.get("keyword"), str) else "",
+        author=item["author"] if isinstance(item.get("author"), str) else "",
+    )
+
+
+def parse_entries(payload: Any) -> list[Entry]:
+    return [entry for entry in map(parse_entry, search_results(payload)) if entry]

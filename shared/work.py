@@ -1,0 +1,37 @@
+"""The units of work the API asks the workers for: what to lock and which task runs it.
+
+The API and the workers agree on these names without the API importing worker code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+DOWNLOADS_QUEUE = "downloads"
+MAINTENANCE_QUEUE = "maintenance"
+
+
+@dataclass(frozen=True)
+class Work:
+    kind: str  # the lock key's kind: backscope:lock:<kind>:<subject>
+    subject: str
+    task: str
+    args: tuple[str, ...]
+
+
+def values_work(seq_id: str) -> Work:
+    return Work("values", seq_id, "backscope.fetch_values", (seq_id,))
+
+
+def metadata_work(seq_id: str) -> Work:
+    return Work("metadata", seq_id, "backscope.fetch_metadata", (seq_id,))
+
+
+def backrefs_work(seq_id: str) -> Work:
+    return Work("backrefs", seq_id, "backscope.fetch_backrefs", (seq_id,))
+
+
+def search_work(term: str) -> Work:
+    digest = hashlib.sha256(term.encode()).hexdigest()[:32]
+    return Work("search", digest, "backscope.run_search", (term,))

@@ -1,0 +1,178 @@
+"""Test fixtures: a throwaway PostgreSQL database built by the migrations, Redis
+databases 12-15, a fake OEIS on 127.0.0.1 and a real Celery worker subprocess.
+
+Nothing here touches the database or Redis databases that `make run` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_oeis import FakeOEIS
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
+DB_NAME = f"backscope_test_{uuid.uuid4().hex[:8]}"
+ADMIN_URL = os.environ.get("BACKSCOPE_TEST_ADMIN_URL", "postgresql+psycopg2://root@127.0.0.1:5432/postgres")
+
+_fake = FakeOEIS().start()
+
+os.environ.update(
+    {
+        "BACKSCOPE_ENV": "testing",
+        "BACKSCOPE_DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME,
+        "BACKSCOPE_REDIS_URL": f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
+        "BACKSCOPE_OEIS_URL": _fake.url,
+        "BACKSCOPE_SYNC_WAIT": "10",
+        "BACKSCOPE_LOCK_TTL": "10",
+        "BACKSCOPE_OEIS_RATE": "1000",
+        "BACKSCOPE_OEIS_BACKOFF": "0.2",
+        "BACKSCOPE_OEIS_READ_TIMEOUT": "3",
+        "BACKSCOPE_OEIS_MAX_ATTEMPTS": "3",
+    }
+)
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from shared.config import get_settings  # noqa: E402
+from shared.db import dispose_engine  # noqa: E402
+from shared.redis_db import get_redis  # noqa: E402
+
+
+def _admin_execute(sql: str) -> None:
+    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(sql))
+    engine.dispose()
+
+
+def migrate(target: str = "head", direction: str = "upgrade") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    getattr(command, direction)(config, target)
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    _admin_execute(f'CREATE DATABASE "{DB_NAME}"')
+    migrate()
+    yield DB_NAME
+    dispose_engine()
+    _admin_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()"
+    )
+    _admin_execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+
+
+@pytest.fixture(scope="session")
+def fake_oeis() -> Iterator[FakeOEIS]:
+    yield _fake
+    _fake.stop()
+
+
+def _flush_state() -> None:
+    for use in ("results", "locks", "ratelimit"):
+        get_redis(use).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]:
+    """Every test starts with an empty cache, no locks and a healthy fake OEIS."""
+    fake_oeis.reset()
+    if "database" in request.fixturenames:
+        from shared.db import session_scope
+
+        with session_scope() as session:
+            session.execute(text("TRUNCATE sequences, sequence_values, searches, fence_floors"))
+    if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
+        _flush_state()
+    yield
+    fake_oeis.reset()
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess, in its own process group so tests can kill it."""
+
+    def __init__(self, name: str, log_path: Path, queues: str = "downloads,maintenance",
+                 concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+        self.name = f"{name}@{uuid.uuid4().hex[:6]}"
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+             "-Q", queues, "-c", str(concurrency), "-n", self.name, "-l", "INFO",
+             "--without-mingle", "--without-gossip"],
+            cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
+        from worker.celery_app import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
+            replies = app.control.ping(destination=[self.name], timeout=0.5)
+            if replies:
+                return self
+        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-2000:]}")
+
+    def signal(self, sig: int) -> None:
+        os.killpg(self.process.pid, sig)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait(5)
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="session")
+def worker(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker for the whole session (tests that kill workers start their own)."""
+    process = WorkerProcess("session", tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        yield process.wait_ready()
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def app(database: str):
+    from api import create_app
+
+    application = create_app()
+    application.testing = True
+    return application
+
+
+@pytest.fixture
+def client(app, worker: WorkerProcess):
+    return app.test_client()
+
+
+@pytest.fixture
+def settings():
+    return get_settings()

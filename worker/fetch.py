@@ -1,0 +1,58 @@
+"""Download tasks: each one locks its unit of work and calls shared.fetch."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from celery import Task
+
+from shared import fetch
+from shared.config import get_settings
+from shared.oeis import OEISClient
+from shared.ratelimit import RateLimiter
+from shared.redis_db import get_redis
+from shared.work import backrefs_work, metadata_work, search_work, values_work
+from worker.celery_app import app
+from worker.locked import run_locked
+
+FETCH_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+
+
+@cache
+def oeis_client() -> OEISClient:
+    """One client per worker process, so connections to the OEIS are kept alive."""
+    settings = get_settings()
+    return OEISClient(settings, RateLimiter(get_redis("ratelimit"), settings.oeis_rate))
+
+
+@app.task(name="backscope.fetch_values", **FETCH_OPTIONS)
+def fetch_values(self: Task, seq_id: str) -> dict[str, str]:
+    return run_locked(
+        self, values_work(seq_id), lambda token: fetch.fetch_values(oeis_client(), seq_id, token)
+    )
+
+
+@app.task(name="backscope.fetch_metadata", **FETCH_OPTIONS)
+def fetch_metadata(self: Task, seq_id: str) -> dict[str, str]:
+    return run_locked(
+        self,
+        metadata_work(seq_id),
+        lambda token: fetch.fetch_metadata(oeis_client(), seq_id, token),
+    )
+
+
+@app.task(name="backscope.fetch_backrefs", **FETCH_OPTIONS)
+def fetch_backrefs(self: Task, seq_id: str) -> dict[str, str]:
+    pages = get_settings().backref_max_pages
+    return run_locked(
+        self,
+        backrefs_work(seq_id),
+        lambda token: fetch.fetch_backrefs(oeis_client(), seq_id, token, pages),
+    )
+
+
+@app.task(name="backscope.run_search", **FETCH_OPTIONS)
+def run_search(self: Task, term: str) -> dict[str, str]:
+    return run_locked(
+        self, search_work(term), lambda token: fetch.run_search(oeis_client(), term, token)
+    )
