@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from alembic import context
 from shared.config import get_settings
 from shared.models import Base
 

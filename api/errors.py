@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from api.jobs import Pending, TaskFailed
@@ -47,8 +48,11 @@ def register_errors(app: Flask) -> None:
         from flask import request
 
         response = jsonify(
-            {"id": request.view_args.get("seq_id") if request.view_args else None,
-             "status": "pending", "task": exc.task_id}
+            {
+                "id": request.view_args.get("seq_id") if request.view_args else None,
+                "status": "pending",
+                "task": exc.task_id,
+            }
         )
         response.status_code = 202
         response.headers["Location"] = f"/api/tasks/{exc.task_id}"

@@ -59,8 +59,10 @@ def start(work: Work) -> str:
                 except BaseException:
                     lock.release_quietly()
                     raise
-                log.info("work.enqueued", extra={"kind": work.kind, "subject": work.subject,
-                                                 "task_id": task_id})
+                log.info(
+                    "work.enqueued",
+                    extra={"kind": work.kind, "subject": work.subject, "task_id": task_id},
+                )
                 return task_id
             holder = lock.holder()
             if holder is None:
@@ -81,8 +83,10 @@ def schedule(work: Work) -> None:
     try:
         start(work)
     except UpstreamUnavailable as exc:
-        log.warning("work.not_scheduled", extra={"kind": work.kind, "subject": work.subject,
-                                                 "error": str(exc)})
+        log.warning(
+            "work.not_scheduled",
+            extra={"kind": work.kind, "subject": work.subject, "error": str(exc)},
+        )
 
 
 def _raise_failure(result: AsyncResult) -> None:

@@ -28,9 +28,15 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_TERM = 200
 _COUNT = re.compile(r"[0-9]{1,9}")
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-TASK_STATES = {"PENDING": "pending", "RECEIVED": "pending", "STARTED": "running",
-               "RETRY": "running", "SUCCESS": "succeeded", "FAILURE": "failed",
-               "REVOKED": "failed"}
+TASK_STATES = {
+    "PENDING": "pending",
+    "RECEIVED": "pending",
+    "STARTED": "running",
+    "RETRY": "running",
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "REVOKED": "failed",
+}
 
 
 def parse_count(raw: str) -> int:
@@ -134,14 +140,17 @@ def _commit() -> str:
     if settings.commit:
         return settings.commit[:12]
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import load_dotenv
 
 ENVIRONMENTS = ("development", "production", "testing")
+_KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 
 
@@ -70,7 +71,7 @@ def _number(name: str, default: str, kind: type, minimum: float) -> float:
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {_KINDS[kind]}, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value

@@ -23,4 +23,4 @@ def id_number(seq_id: str) -> int:
 
 
 def format_id(number: int) -> str:
-    return "A%06d" % number
+    return f"A{number:06d}"

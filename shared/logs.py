@@ -24,9 +24,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        event.update(
-            (key, value) for key, value in record.__dict__.items() if key not in _STANDARD
-        )
+        event.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
         return json.dumps(event, default=str)

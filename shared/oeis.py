@@ -55,7 +55,9 @@ class OEISClient:
             try:
                 self.limiter.wait()
             except RateLimited as exc:
-                raise UpstreamUnavailable(str(exc), retry_after=max(1, round(exc.retry_in))) from exc
+                raise UpstreamUnavailable(
+                    str(exc), retry_after=max(1, round(exc.retry_in))
+                ) from exc
         started = time.monotonic()
         size = 0
         status = None
@@ -99,7 +101,7 @@ class OEISClient:
 
     def _check(self, response: requests.Response, path: str, accept: str) -> None:
         status = response.status_code
-        if status in (429, 503) or 500 <= status:
+        if status in (429, 503) or status >= 500:
             raise UpstreamUnavailable(
                 f"the OEIS answered {status} for {path}",
                 retry_after_seconds(response.headers.get("Retry-After")),

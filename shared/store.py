@@ -107,7 +107,9 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     return True
 
 
-def _upsert_sequence(session: Session, seq_id: str, token_column: str, token: int, **values) -> bool:
+def _upsert_sequence(
+    session: Session, seq_id: str, token_column: str, token: int, **values
+) -> bool:
     stmt = insert(Sequence).values(id=seq_id, **{token_column: token}, **values)
     column = getattr(Sequence, token_column)
     stmt = stmt.on_conflict_do_update(
@@ -190,8 +192,13 @@ def clear_all(session: Session, token: int) -> None:
     """Delete every cached row; writes with a token up to `token` are refused afterwards."""
     session.execute(select(func.pg_advisory_xact_lock(_WRITE_GUARD)))
     tables = ", ".join(
-        table.name for table in (SearchResult.__table__, SequenceValues.__table__,
-                                 Sequence.__table__, FenceFloor.__table__)
+        table.name
+        for table in (
+            SearchResult.__table__,
+            SequenceValues.__table__,
+            Sequence.__table__,
+            FenceFloor.__table__,
+        )
     )
     session.execute(text(f"TRUNCATE {tables}"))
     _raise_floor(session, "*", token)

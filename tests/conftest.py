@@ -22,14 +22,17 @@ from tests.fake_oeis import FakeOEIS
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
 DB_NAME = f"backscope_test_{uuid.uuid4().hex[:8]}"
-ADMIN_URL = os.environ.get("BACKSCOPE_TEST_ADMIN_URL", "postgresql+psycopg2://root@127.0.0.1:5432/postgres")
+# The server the test database is created on; override to test against another one.
+SERVER_URL = os.environ.get(
+    "BACKSCOPE_TEST_SERVER_URL", "postgresql+psycopg2://root@127.0.0.1:5432"
+)
 
 _fake = FakeOEIS().start()
 
 os.environ.update(
     {
         "BACKSCOPE_ENV": "testing",
-        "BACKSCOPE_DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME,
+        "BACKSCOPE_DATABASE_URL": f"{SERVER_URL}/{DB_NAME}",
         "BACKSCOPE_REDIS_URL": f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
         "BACKSCOPE_OEIS_URL": _fake.url,
         "BACKSCOPE_SYNC_WAIT": "10",
@@ -41,40 +44,22 @@ os.environ.update(
     }
 )
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
+from shared import schema  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402
 from shared.redis_db import get_redis  # noqa: E402
 
 
-def _admin_execute(sql: str) -> None:
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(sql))
-    engine.dispose()
-
-
-def migrate(target: str = "head", direction: str = "upgrade") -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["configure_logger"] = False
-    getattr(command, direction)(config, target)
-
-
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
-    _admin_execute(f'CREATE DATABASE "{DB_NAME}"')
-    migrate()
+    url = get_settings().database_url
+    schema.create_database(url)
+    schema.upgrade(url)
     yield DB_NAME
     dispose_engine()
-    _admin_execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()"
-    )
-    _admin_execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+    schema.drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -100,23 +85,58 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
     if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
         _flush_state()
     yield
+    if "worker" in request.fixturenames or "client" in request.fixturenames:
+        _wait_for_idle()
     fake_oeis.reset()
+
+
+def _wait_for_idle(timeout: float = 20) -> None:
+    """Let work a test started in the background (e.g. metadata) finish before the next test."""
+    from shared.lock import list_locks
+
+    deadline = time.monotonic() + timeout
+    while list_locks(get_redis("locks")) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class WorkerProcess:
     """A real `celery worker` subprocess, in its own process group so tests can kill it."""
 
-    def __init__(self, name: str, log_path: Path, queues: str = "downloads,maintenance",
-                 concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        log_path: Path,
+        queues: str = "downloads,maintenance",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = f"{name}@{uuid.uuid4().hex[:6]}"
         self.log_path = log_path
         self.log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-             "-Q", queues, "-c", str(concurrency), "-n", self.name, "-l", "INFO",
-             "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-n",
+                self.name,
+                "-l",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 30) -> WorkerProcess:

@@ -1,0 +1,56 @@
+# Backscope. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+RUN := PATH="$(BIN):$$PATH"
+
+# `make demo` uses its own database, Redis databases 4-7 and a fake OEIS on port 8099,
+# so it never mixes its made-up data with what `make run` caches.
+DEMO_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_demo \
+	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/4 \
+	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099
+
+.DEFAULT_GOAL := help
+.PHONY: help install run api worker beat migrate test lint format demo
+
+help: ## List the targets with one line each
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv with pinned dependencies from pyproject.toml
+
+migrate: install ## Create the database if missing and apply the committed migrations
+	$(BIN)/backscope migrate
+
+run: migrate ## Run API (gunicorn) + worker + beat in the foreground; Ctrl-C stops all
+	$(RUN) honcho start -f Procfile
+
+api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
+	$(RUN) gunicorn --config python:api.gunicorn_conf 'api:create_app()'
+
+worker: install ## Run only a download worker
+	$(RUN) celery -A worker.celery_app worker -Q downloads,maintenance -l INFO
+
+beat: install ## Run only celery beat (periodic lock purging); run exactly one
+	$(RUN) celery -A worker.celery_app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
+
+test: install ## Run the test suite (needs PostgreSQL and Redis on 127.0.0.1)
+	$(BIN)/pytest
+
+lint: install ## Check formatting and lint with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
+	$(DEMO_ENV) $(BIN)/backscope migrate
+	$(DEMO_ENV) $(RUN) honcho start -f Procfile.demo

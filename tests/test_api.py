@@ -1,0 +1,255 @@
+"""Every endpoint's shape and status, through a real worker, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import func, select
+
+import api.jobs
+from shared.db import session_scope
+from shared.models import Sequence, SequenceValues
+
+FIB = [0, 1]
+while len(FIB) < 1001:
+    FIB.append(FIB[-1] + FIB[-2])
+
+
+def stored_ids() -> set[str]:
+    with session_scope() as session:
+        return set(session.scalars(select(SequenceValues.id)))
+
+
+def test_name_and_values_shape(client) -> None:
+    response = client.get("/api/get_oeis_name_and_values/A000045")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert list(body) == ["id", "name", "values"]
+    assert body["id"] == "A000045"
+    assert body["name"].startswith("Fibonacci numbers")
+    assert list(body["values"]) == [str(n) for n in range(1001)]  # index order, as strings
+    assert body["values"] == {str(n): str(f) for n, f in enumerate(FIB)}
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "seq_id, first, count",
+    [("A000045", 0, 1001), ("A000040", 1, 10000), ("A078302", -43, 244)],
+)
+def test_offsets(client, seq_id: str, first: int, count: int) -> None:
+    values = client.get(f"/api/get_oeis_name_and_values/{seq_id}").get_json()["values"]
+    keys = list(values)
+    assert (keys[0], keys[-1], len(keys)) == (str(first), str(first + count - 1), count)
+
+
+def test_values_count_zero_beyond_end_and_lowercase(client, fake_oeis) -> None:
+    five = client.get("/api/get_oeis_values/a000045/5")
+    assert five.status_code == 200
+    assert five.get_json()["id"] == "A000045"
+    assert five.get_json()["values"] == {"0": "0", "1": "1", "2": "1", "3": "2", "4": "3"}
+    everything = client.get("/api/get_oeis_values/A000045/0").get_json()["values"]
+    beyond = client.get("/api/get_oeis_values/A000045/999999").get_json()["values"]
+    assert len(everything) == len(beyond) == 1001
+    assert fake_oeis.bfile_downloads("A000045") == 1
+
+
+def test_values_placeholder_name_then_metadata_in_background(client, fake_oeis) -> None:
+    body = client.get("/api/get_oeis_values/A000142/3").get_json()
+    assert body["values"] == {"0": "1", "1": "1", "2": "2"}
+    # The name is either already loaded or the placeholder; either way metadata was scheduled.
+    assert body["name"] in ("A000142 [name not yet loaded]",) or body["name"].startswith(
+        "Factorial"
+    )
+    full = client.get("/api/get_oeis_name_and_values/A000142").get_json()
+    assert full["name"].startswith("Factorial numbers")
+    assert len(full["values"]["450"]) > 1000
+
+
+def test_metadata_shape_and_backrefs_over_two_pages(client, fake_oeis) -> None:
+    response = client.get("/api/get_oeis_metadata/A000045")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert list(body) == ["id", "name", "xrefs", "backrefs"]
+    assert body["xrefs"].startswith("Cf. A000032")
+    assert "\n" in body["xrefs"]
+    assert body["backrefs"] == sorted(body["backrefs"])
+    assert "A000045" not in body["backrefs"]
+    assert {"A000032", "A000071", "A000204", "A900012"} <= set(body["backrefs"])
+    assert fake_oeis.count("/search") >= 3  # id lookup + at least two pages of mentions
+
+
+def test_search_shape(client) -> None:
+    body = client.get("/api/search_oeis/fibonacci").get_json()
+    assert body["term"] == "fibonacci"
+    assert 1 <= len(body["results"]) <= 10
+    assert body["results"][0][0] == "A000045"
+    assert all(len(pair) == 2 and pair[0].startswith("A") for pair in body["results"])
+
+
+def test_search_in_legacy_shape(client, fake_oeis) -> None:
+    fake_oeis.legacy_shape = True
+    body = client.get("/api/search_oeis/prime numbers").get_json()
+    assert body["results"][0] == ["A000040", "The prime numbers."]
+
+
+def test_search_without_results_is_an_empty_list(client) -> None:
+    response = client.get("/api/search_oeis/nothing%20matches%20this%20at%20all")
+    assert response.status_code == 200
+    assert response.get_json() == {"term": "nothing matches this at all", "results": []}
+
+
+def test_search_term_too_long(client, fake_oeis) -> None:
+    response = client.get("/api/search_oeis/" + "x" * 201)
+    assert response.status_code == 400
+    assert "200 characters" in response.get_json()["error"]
+    assert fake_oeis.count() == 0
+
+
+def test_get_commit(client) -> None:
+    body = client.get("/api/get_commit").get_json()
+    assert isinstance(body["short_commit_hash"], str) and body["short_commit_hash"]
+
+
+def test_health(client) -> None:
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.get_json()["database"] == "up"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/get_oeis_values/A45/10",
+        "/api/get_oeis_values/B000045/10",
+        "/api/get_oeis_values/A0000450/10",
+        "/api/get_oeis_values/A000045/-1",
+        "/api/get_oeis_values/A000045/ten",
+        "/api/get_oeis_values/A000045/1.5",
+        "/api/get_oeis_values/A000045/9999999999",
+        "/api/get_oeis_name_and_values/A00004%27",
+        "/api/get_oeis_metadata/DROP TABLE",
+        "/api/tasks/not a task",
+    ],
+)
+def test_bad_input_is_400_json_before_any_work(client, fake_oeis, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 400
+    assert isinstance(response.get_json()["error"], str)
+    assert fake_oeis.count() == 0
+    assert stored_ids() == set()
+
+
+def test_unknown_endpoint_is_json_404(client) -> None:
+    response = client.get("/api/nope")
+    assert response.status_code == 404
+    assert response.get_json() == {"error": "no such endpoint"}
+
+
+def test_unknown_sequence_is_404_and_remembered(client, fake_oeis) -> None:
+    for path in (
+        "/api/get_oeis_values/A000000/5",
+        "/api/get_oeis_name_and_values/A000000",
+        "/api/get_oeis_metadata/A000000",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "A000000" in response.get_json()["error"]
+    assert fake_oeis.count() == 1  # only the first request went upstream
+
+
+def test_malformed_bfile_is_502_and_nothing_stored(client, fake_oeis) -> None:
+    fake_oeis.malformed.add("A000027")
+    response = client.get("/api/get_oeis_values/A000027/10")
+    assert response.status_code == 502
+    assert "malformed line" in response.get_json()["error"]
+    assert stored_ids() == set()
+
+
+def test_throttled_oeis_is_503_with_retry_after_and_nothing_stored(client, fake_oeis) -> None:
+    fake_oeis.throttle_always = True
+    response = client.get("/api/get_oeis_values/A000027/10")
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert stored_ids() == set()
+    assert fake_oeis.bfile_downloads("A000027") == 3  # BACKSCOPE_OEIS_MAX_ATTEMPTS in tests
+    fake_oeis.throttle_always = False
+    assert client.get("/api/get_oeis_values/A000027/10").status_code == 200
+
+
+def test_throttled_then_healthy_succeeds_after_retries(client, fake_oeis) -> None:
+    fake_oeis.throttle = 2
+    response = client.get("/api/get_oeis_values/A000027/3")
+    assert response.status_code == 200
+    assert response.get_json()["values"] == {"1": "1", "2": "2", "3": "3"}
+    statuses = [r.status for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
+    assert statuses[-1] == 200
+    assert [r.status for r in fake_oeis.requests].count(503) == 2
+
+
+@pytest.fixture
+def short_wait(monkeypatch: pytest.MonkeyPatch, settings):
+    quick = dataclasses.replace(settings, sync_wait=0.5)
+    monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
+
+
+def test_slow_oeis_gives_202_then_200(client, fake_oeis, short_wait) -> None:
+    fake_oeis.latency = 2.0
+    response = client.get("/api/get_oeis_values/A000027/3")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["id"] == "A000027" and body["status"] == "pending"
+    assert response.headers["Location"] == f"/api/tasks/{body['task']}"
+    assert int(response.headers["Retry-After"]) > 0
+    task = client.get(response.headers["Location"]).get_json()
+    assert task["task"] == body["task"] and task["state"] in ("pending", "running")
+    # Repeating the request joins the same task rather than starting another.
+    again = client.get("/api/get_oeis_values/A000027/3")
+    assert again.status_code == 202 and again.get_json()["task"] == body["task"]
+    fake_oeis.latency = 0
+    for _ in range(100):
+        response = client.get("/api/get_oeis_values/A000027/3")
+        if response.status_code == 200:
+            break
+    assert response.status_code == 200
+    assert client.get(f"/api/tasks/{body['task']}").get_json() == {
+        "task": body["task"],
+        "state": "succeeded",
+        "error": None,
+    }
+    assert fake_oeis.bfile_downloads("A000027") == 1
+
+
+def test_concurrent_requests_cause_one_download(client, fake_oeis) -> None:
+    fake_oeis.latency = 1.0
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(
+            pool.map(lambda _: client.get("/api/get_oeis_name_and_values/A000040"), range(20))
+        )
+    assert [r.status_code for r in responses] == [200] * 20
+    assert all(len(r.get_json()["values"]) == 10000 for r in responses)
+    assert fake_oeis.bfile_downloads("A000040") == 1
+    assert fake_oeis.count("/search") == 1, fake_oeis.requests
+
+
+def test_cached_data_needs_only_postgres(client, fake_oeis, monkeypatch) -> None:
+    assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
+    # Point the API's Redis at a port where nothing listens: reads still work.
+    from redis import Redis
+
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    monkeypatch.setattr(api.jobs, "get_redis", lambda use: dead)
+    assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
+    assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+    missing = client.get("/api/get_oeis_values/A000027/3")
+    assert missing.status_code == 503
+    assert "work queue" in missing.get_json()["error"]
+    assert "Retry-After" in missing.headers
+
+
+def test_no_partial_sequence_rows_after_errors(client, fake_oeis) -> None:
+    fake_oeis.malformed.add("A000027")
+    client.get("/api/get_oeis_values/A000027/10")
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Sequence)) == 0
