@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import BackscopeError, UpstreamUnavailable
-from shared.lock import FINISHED_STATES, WorkLock, release_value
+from shared.lock import FINISHED_STATES, WorkLock, lock_key, read_lock, release_value
 from shared.redis_db import get_redis
 from shared.work import Work
 from worker.celery_app import app as celery
@@ -30,7 +30,8 @@ from worker.celery_app import app as celery
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_ROUNDS = 3
+MAX_ROUNDS = 4
+LOCK_CHECK_INTERVAL = 1.0
 
 
 class Pending(Exception):
@@ -99,14 +100,25 @@ def _raise_failure(result: AsyncResult) -> None:
     raise TaskFailed(f"task {result.id} failed")
 
 
-def wait(task_ids: list[str], deadline: float) -> list[str]:
-    """Wait until every task has finished or the deadline passes; return the unfinished.
+def _abandoned(work: Work, task_id: str) -> bool:
+    """Whether `task_id` no longer holds `work`'s lock (it died and the lock expired or
+    was purged): its waiters should start the work again rather than wait on it."""
+    holder = read_lock(get_redis("locks"), lock_key(work.kind, work.subject))
+    return holder is None or holder.owner != task_id
 
-    Polls the result backend: cheap (one GET per task per poll), safe in threads,
-    and the first polls come quickly so a fast download answers fast.
+
+def wait(tasks: dict[str, Work], deadline: float) -> list[str]:
+    """Wait until every task has finished, or the deadline passes, or one of them is found
+    abandoned; return the ids of the unfinished ones (empty when all finished).
+
+    Polls the result backend: cheap (one GET per task per poll), safe in threads, and the
+    first polls come quickly so a fast download answers fast. About once a second it also
+    checks that each task still holds its lock, so a crashed download is noticed within
+    one lock TTL (or one purge) rather than after the whole wait.
     """
-    pending = {tid: AsyncResult(tid, app=celery) for tid in task_ids}
+    pending = {tid: AsyncResult(tid, app=celery) for tid in tasks}
     delay = 0.005
+    next_lock_check = time.monotonic() + LOCK_CHECK_INTERVAL
     try:
         while pending:
             for tid, result in list(pending.items()):
@@ -118,6 +130,10 @@ def wait(task_ids: list[str], deadline: float) -> list[str]:
             now = time.monotonic()
             if not pending or now >= deadline:
                 return list(pending)
+            if now >= next_lock_check:
+                next_lock_check = now + LOCK_CHECK_INTERVAL
+                if any(_abandoned(tasks[tid], tid) for tid in pending):
+                    return []  # the caller reads again, then starts the work afresh
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 1.5, 0.1)
     except (RedisError, BrokerError) as exc:
@@ -140,8 +156,9 @@ def obtain(read: Callable[[Session], T | list[Work]]) -> T:
             return found
         if round_ == MAX_ROUNDS:
             break
-        task_ids = [start(work) for work in found]
-        unfinished = wait(task_ids, deadline)
+        tasks = {start(work): work for work in found}
+        task_ids = list(tasks)
+        unfinished = wait(tasks, deadline)
         if unfinished:
             raise Pending(unfinished[0])
     # The tasks finished but stored nothing readable (e.g. another task took over):
