@@ -6,8 +6,9 @@ fencing token from one counter that only grows; the data a task stores carries t
 token, and PostgreSQL refuses a write whose token is older than what is stored
 (shared/store.py). The counter is global rather than per key so that clearing the
 cache can set one floor for every key; it is strictly growing for each key all the
-same. It is seeded from the Redis clock in milliseconds, so it keeps growing even if
-Redis restarts empty.
+same. Each new token is at least the Redis clock in microseconds, so the counter keeps
+growing even if Redis restarts empty (it would have to hand out over a million tokens a
+second to get ahead of the clock).
 
 The value stored under a lock key is JSON: {"fence": int, "owner": task id, "taken": unix time}.
 """
@@ -38,11 +39,11 @@ _OWNER = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 _ACQUIRE = """
 if redis.call('exists', KEYS[1]) == 1 then return false end
 local now = redis.call('time')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('set', KEYS[2], string.format('%d', now_ms), 'NX')
-local fence = redis.call('incr', KEYS[2])
-local value = string.format('{"fence":%d,"owner":"%s","taken":%d.%03d}',
-    fence, ARGV[1], tonumber(now[1]), math.floor(tonumber(now[2]) / 1000))
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local fence = math.max((tonumber(redis.call('get', KEYS[2])) or 0) + 1, now_us)
+redis.call('set', KEYS[2], string.format('%d', fence))
+local value = string.format('{"fence":%d,"owner":"%s","taken":%d.%06d}',
+    fence, ARGV[1], tonumber(now[1]), tonumber(now[2]))
 redis.call('set', KEYS[1], value, 'PX', ARGV[2])
 return value
 """
