@@ -6,6 +6,7 @@ Nothing here touches the database or Redis databases that `make run` uses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -196,3 +197,29 @@ def client(app, worker: WorkerProcess):
 @pytest.fixture
 def settings():
     return get_settings()
+
+
+@pytest.fixture
+def workers(database: str, tmp_path: Path) -> Iterator:
+    """Start this test's own workers; the session worker stops taking downloads meanwhile,
+    so the test knows which process runs each task."""
+    from shared.work import DOWNLOADS_QUEUE
+    from worker.celery_app import app as celery
+
+    others = [host for reply in celery.control.ping(timeout=0.5) or [] for host in reply]
+    for host in others:
+        celery.control.cancel_consumer(DOWNLOADS_QUEUE, destination=[host], reply=True)
+    started: list[WorkerProcess] = []
+
+    def start(name: str, **options) -> WorkerProcess:
+        process = WorkerProcess(name, tmp_path / f"{name}.log", **options)
+        started.append(process)
+        return process.wait_ready()
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):
+            process.signal(signal.SIGCONT)
+        process.stop()
+    for host in others:
+        celery.control.add_consumer(DOWNLOADS_QUEUE, destination=[host], reply=True)
