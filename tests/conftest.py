@@ -1,14 +1,19 @@
 """Test fixtures: a throwaway PostgreSQL database built by the migrations, Redis
-databases 12-15, a fake OEIS on 127.0.0.1 and a real Celery worker subprocess.
+databases 12-15 of a private redis-server, a fake OEIS on 127.0.0.1 and real Celery
+worker subprocesses.
 
-Nothing here touches the database or Redis databases that `make run` uses.
+Nothing here touches the database or Redis databases that `make run` uses, and two
+test runs on one machine (say, a developer's and CI's) cannot take each other's tasks.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,11 +35,36 @@ SERVER_URL = os.environ.get(
 
 _fake = FakeOEIS().start()
 
+
+def _private_redis() -> str:
+    """Start a throwaway redis-server on a free port; fall back to the machine's Redis."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "127.0.0.1:6379"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    atexit.register(process.terminate)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return f"127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+REDIS_ADDRESS = _private_redis()
+
 os.environ.update(
     {
         "BACKSCOPE_ENV": "testing",
         "BACKSCOPE_DATABASE_URL": f"{SERVER_URL}/{DB_NAME}",
-        "BACKSCOPE_REDIS_URL": f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
+        "BACKSCOPE_REDIS_URL": f"redis://{REDIS_ADDRESS}/{TEST_REDIS_DB}",
         "BACKSCOPE_OEIS_URL": _fake.url,
         "BACKSCOPE_SYNC_WAIT": "10",
         "BACKSCOPE_LOCK_TTL": "10",
