@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import load_dotenv
@@ -93,6 +94,13 @@ def _redis_url(name: str, default: str) -> str:
     return value
 
 
+def _version() -> str:
+    try:
+        return metadata.version("backscope")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
 def load_settings() -> Settings:
     """Read every setting; raise ConfigError naming the first bad one."""
     env = _text("BACKSCOPE_ENV", "development")
@@ -121,7 +129,7 @@ def load_settings() -> Settings:
         backref_max_pages=int(_number("BACKSCOPE_BACKREF_MAX_PAGES", "50", int, 1)),
         user_agent=_text(
             "BACKSCOPE_USER_AGENT",
-            "Backscope/0.1 (Numberscope back end; https://github.com/numberscope/backscope)",
+            f"Backscope/{_version()} (Numberscope back end; +https://github.com/numberscope/backscope)",
         ),
         commit=os.environ.get("BACKSCOPE_COMMIT") or None,
     )

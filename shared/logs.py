@@ -2,7 +2,9 @@
 
 `log.info("fetch.values_stored", extra={"seq_id": ..., "terms": ...})` becomes
 {"ts": ..., "level": "info", "logger": ..., "event": "fetch.values_stored", "seq_id": ..., ...}.
-Processes add their own context (the worker adds task_id) with a logging.Filter.
+Context that holds for a stretch of work (the sequence id and attempt of the task being
+run) is set once with `log_context(...)` and added to every record logged meanwhile;
+the worker also adds the task id with a logging.Filter.
 """
 
 from __future__ import annotations
@@ -10,10 +12,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+_context: ContextVar[Mapping[str, Any]] = ContextVar("log_context", default=MappingProxyType({}))
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add these fields to every record logged (in this thread) inside the block."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +44,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        event.update(_context.get())
         event.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)

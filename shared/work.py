@@ -19,6 +19,12 @@ class Work:
     task: str
     args: tuple[str, ...]
 
+    def log_fields(self) -> dict[str, str]:
+        """What a log line about this work should name."""
+        if self.kind == "search":
+            return {"kind": self.kind, "term": self.args[0][:80]}
+        return {"kind": self.kind, "seq_id": self.subject}
+
 
 def values_work(seq_id: str) -> Work:
     return Work("values", seq_id, "backscope.fetch_values", (seq_id,))

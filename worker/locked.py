@@ -11,6 +11,7 @@ from celery import Task
 from shared.config import get_settings
 from shared.errors import UpstreamUnavailable
 from shared.lock import WorkLock
+from shared.logs import log_context
 from shared.redis_db import get_redis
 from shared.work import Work
 
@@ -35,28 +36,33 @@ def run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str, 
     retried task whose lock expired meanwhile takes it again. If another task holds it,
     that task does the work and this one steps aside.
     """
+    with log_context(**work.log_fields(), attempt=task.request.retries + 1):
+        return _run_locked(task, work, body)
+
+
+def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str, str]:
     settings = get_settings()
     task_id = task.request.id
     lock = WorkLock(get_redis("locks"), work.kind, work.subject, settings.lock_ttl)
     if not (lock.adopt(task_id) or lock.take(task_id)):
         holder = lock.holder()
         owner = holder.owner if holder else ""
-        log.info("task.skipped", extra={"subject": work.subject, "lock_owner": owner})
+        log.info("task.skipped", extra={"lock_owner": owner})
         return {"outcome": "skipped", "owner": owner}
     keep_lock = False
     try:
         with lock.renewing():
             outcome = body(lock.fence or 0)
-        log.info("task.done", extra={"subject": work.subject, "outcome": outcome})
+        log.info("task.done", extra={"outcome": outcome})
         return {"outcome": outcome}
     except UpstreamUnavailable as exc:
         if task.request.retries + 1 >= settings.oeis_max_attempts:
-            log.warning("task.gave_up", extra={"subject": work.subject, "error": str(exc)})
+            log.warning("task.gave_up", extra={"error": str(exc)})
             raise
         countdown = retry_countdown(task.request.retries, exc.retry_after, settings.oeis_backoff)
         log.info(
             "task.retry",
-            extra={"subject": work.subject, "error": str(exc), "countdown": round(countdown, 2)},
+            extra={"error": str(exc), "countdown": round(countdown, 2)},
         )
         # Keep the lock while the retry waits in the queue, so nobody starts a second download.
         lock.extend(countdown + settings.lock_ttl, replace_ttl=True)
