@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import load_dotenv
@@ -47,6 +48,7 @@ class Settings:
     oeis_rate: float
     backref_max_pages: int
     user_agent: str
+    oeisdata_dir: Path | None
     commit: str | None
 
     def redis_db_url(self, use: str) -> str:
@@ -94,6 +96,17 @@ def _redis_url(name: str, default: str) -> str:
     return value
 
 
+def _directory(name: str, inside: str) -> Path | None:
+    """An optional directory setting; it must exist and contain `inside`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not (path / inside).is_dir():
+        raise ConfigError(f"{name} must be a directory containing {inside}/, got {raw!r}")
+    return path
+
+
 def _version() -> str:
     try:
         return metadata.version("backscope")
@@ -131,6 +144,7 @@ def load_settings() -> Settings:
             "BACKSCOPE_USER_AGENT",
             f"Backscope/{_version()} (Numberscope back end; +https://github.com/numberscope/backscope)",
         ),
+        oeisdata_dir=_directory("BACKSCOPE_OEISDATA_DIR", "seq"),
         commit=os.environ.get("BACKSCOPE_COMMIT") or None,
     )
 

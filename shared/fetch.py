@@ -7,11 +7,13 @@ of the lock the caller holds. They return a short outcome for the task's result.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from shared.db import session_scope
 from shared.errors import NotFound
 from shared.models import Sequence, SequenceValues
 from shared.oeis import OEISClient
+from shared.parsing import Entry
 from shared.store import (
     store_backrefs,
     store_metadata,
@@ -23,6 +25,15 @@ from shared.store import (
 log = logging.getLogger(__name__)
 
 SEARCH_RESULTS = 10
+
+
+class MetadataSource(Protocol):
+    """Where names, xrefs and back-references come from: the OEIS web site
+    (shared.oeis.OEISClient) or a local oeisdata checkout (shared.oeisdata.LocalOEIS)."""
+
+    def entry(self, seq_id: str) -> Entry: ...
+
+    def mentions(self, seq_id: str, max_pages: int) -> tuple[list[str], bool]: ...
 
 
 def _missing(seq_id: str, token: int) -> str:
@@ -48,13 +59,13 @@ def fetch_values(client: OEISClient, seq_id: str, token: int) -> str:
     return "stored"
 
 
-def fetch_metadata(client: OEISClient, seq_id: str, token: int) -> str:
+def fetch_metadata(source: MetadataSource, seq_id: str, token: int) -> str:
     with session_scope() as session:
         sequence = session.get(Sequence, seq_id)
         if sequence is not None and sequence.meta_fetched_at is not None:
             return "cached"
     try:
-        entry = client.entry(seq_id)
+        entry = source.entry(seq_id)
     except NotFound:
         return _missing(seq_id, token)
     with session_scope() as session:
@@ -64,12 +75,12 @@ def fetch_metadata(client: OEISClient, seq_id: str, token: int) -> str:
     return "stored"
 
 
-def fetch_backrefs(client: OEISClient, seq_id: str, token: int, max_pages: int) -> str:
+def fetch_backrefs(source: MetadataSource, seq_id: str, token: int, max_pages: int) -> str:
     with session_scope() as session:
         sequence = session.get(Sequence, seq_id)
         if sequence is not None and sequence.backrefs_fetched_at is not None:
             return "cached"
-    backrefs, complete = client.mentions(seq_id, max_pages)
+    backrefs, complete = source.mentions(seq_id, max_pages)
     if not complete:
         log.warning("fetch.backrefs_truncated", extra={"seq_id": seq_id, "pages": max_pages})
     with session_scope() as session:

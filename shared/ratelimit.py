@@ -3,7 +3,9 @@
 Each caller reserves the next free slot on a shared timeline (slots 1/rate seconds
 apart) and sleeps until it. A caller that would have to wait longer than `max_wait`
 reserves nothing and is told how long to come back after, so a Celery task can
-retry later instead of holding a worker slot while it waits.
+retry later instead of holding a worker slot while it waits. Waits come from other
+workers' requests queued ahead, so they stay short unless many more download slots
+run than the rate can feed.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ class RateLimited(Exception):
 
 
 class RateLimiter:
-    def __init__(self, client: Redis, rate: float, max_wait: float = 5.0) -> None:
+    def __init__(self, client: Redis, rate: float, max_wait: float = 30.0) -> None:
         self.script = client.register_script(_RESERVE)
-        self.interval_ms = max(1, round(1000 / rate))
+        # 10% slower than the rate, so that jitter between reserving a slot and the
+        # request reaching the OEIS never puts more than `rate` requests in one second.
+        self.interval_ms = max(1, round(1100 / rate))
         self.max_wait_ms = round(max_wait * 1000)
 
     def wait(self) -> None:

@@ -79,6 +79,7 @@ from sqlalchemy import text  # noqa: E402
 
 from shared import schema  # noqa: E402
 from shared.config import get_settings  # noqa: E402
+from shared.models import Base  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402
 from shared.redis_db import get_redis  # noqa: E402
 
@@ -112,7 +113,7 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
         from shared.db import session_scope
 
         with session_scope() as session:
-            session.execute(text("TRUNCATE sequences, sequence_values, searches, fence_floors"))
+            session.execute(text(f"TRUNCATE {', '.join(Base.metadata.tables)}"))
     if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
         _flush_state()
     yield

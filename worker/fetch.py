@@ -9,6 +9,7 @@ from celery import Task
 from shared import fetch
 from shared.config import get_settings
 from shared.oeis import OEISClient
+from shared.oeisdata import LocalOEIS
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
 from shared.work import backrefs_work, metadata_work, search_work, values_work
@@ -25,6 +26,14 @@ def oeis_client() -> OEISClient:
     return OEISClient(settings, RateLimiter(get_redis("ratelimit"), settings.oeis_rate))
 
 
+def metadata_source() -> fetch.MetadataSource:
+    """The local oeisdata checkout when one is configured, else the OEIS web site."""
+    settings = get_settings()
+    if settings.oeisdata_dir:
+        return LocalOEIS(settings.oeisdata_dir)
+    return oeis_client()
+
+
 @app.task(name="backscope.fetch_values", **FETCH_OPTIONS)
 def fetch_values(self: Task, seq_id: str) -> dict[str, str]:
     return run_locked(
@@ -37,7 +46,7 @@ def fetch_metadata(self: Task, seq_id: str) -> dict[str, str]:
     return run_locked(
         self,
         metadata_work(seq_id),
-        lambda token: fetch.fetch_metadata(oeis_client(), seq_id, token),
+        lambda token: fetch.fetch_metadata(metadata_source(), seq_id, token),
     )
 
 
@@ -47,7 +56,7 @@ def fetch_backrefs(self: Task, seq_id: str) -> dict[str, str]:
     return run_locked(
         self,
         backrefs_work(seq_id),
-        lambda token: fetch.fetch_backrefs(oeis_client(), seq_id, token, pages),
+        lambda token: fetch.fetch_backrefs(metadata_source(), seq_id, token, pages),
     )
 
 

@@ -1,0 +1,93 @@
+"""Metadata and back-references from a local copy of the OEIS's `oeisdata` repository.
+
+The repository holds every entry as `seq/A000/A000045.seq` in the OEIS internal format:
+lines `%N A000045 <name>`, `%O A000045 <offset>`, `%Y A000045 <xref line>`, `%K ...`,
+`%A ...` and others. With a checkout configured (BACKSCOPE_OEISDATA_DIR), names,
+offsets, xrefs, keywords and back-references need no web requests; values still come
+from b-files. Back-references are found with ripgrep when it is installed (well under
+a second over the whole repository), otherwise by scanning the files in Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from shared.errors import NotFound, UpstreamBadData
+from shared.parsing import Entry
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRY_BYTES = 4 * 2**20
+_LINE = re.compile(r"%([A-Za-z]) (A[0-9]{6})(?: (.*))?")
+_FILE = re.compile(r"A[0-9]{6}\.seq")
+_OFFSET = re.compile(r"(-?[0-9]{1,9})(?:,.*)?")
+
+
+class LocalOEIS:
+    def __init__(self, root: Path, rg: str | None = None, use_rg: bool = True) -> None:
+        self.seq_dir = root / "seq"
+        self.rg = (rg or shutil.which("rg")) if use_rg else None
+
+    def path(self, seq_id: str) -> Path:
+        return self.seq_dir / seq_id[:4] / f"{seq_id}.seq"
+
+    def entry(self, seq_id: str) -> Entry:
+        """The entry's name, offset, xrefs, keywords and author; NotFound if absent."""
+        path = self.path(seq_id)
+        try:
+            if path.stat().st_size > MAX_ENTRY_BYTES:
+                raise UpstreamBadData(
+                    f"local entry {seq_id} is larger than {MAX_ENTRY_BYTES} bytes"
+                )
+            text = path.read_text("utf-8", errors="replace")
+        except FileNotFoundError:
+            raise NotFound(f"the OEIS has no sequence {seq_id}") from None
+        fields: dict[str, list[str]] = {}
+        for line in text.splitlines():
+            match = _LINE.fullmatch(line.rstrip())
+            if match and match.group(2) == seq_id:
+                fields.setdefault(match.group(1), []).append(match.group(3) or "")
+        if not fields.get("N"):
+            raise UpstreamBadData(f"local entry {seq_id} has no %N name line")
+        offset = _OFFSET.fullmatch(fields.get("O", [""])[0].strip())
+        return Entry(
+            id=seq_id,
+            name=fields["N"][0],
+            offset=int(offset.group(1)) if offset else None,
+            xrefs=fields.get("Y", []),
+            keywords=fields.get("K", [""])[0],
+            author=fields.get("A", [""])[0],
+        )
+
+    def mentions(self, seq_id: str, max_pages: int | None = None) -> tuple[list[str], bool]:
+        """Ids of the other entries that mention `seq_id` (sorted), and True: the local
+        copy is always complete. `max_pages` is accepted for parity with the web client."""
+        files = self._grep(seq_id) if self.rg else self._scan(seq_id)
+        found = {name[:-4] for name in files if _FILE.fullmatch(name)}
+        found.discard(seq_id)
+        return sorted(found), True
+
+    def _grep(self, seq_id: str) -> list[str]:
+        pattern = rf"(^|[^0-9A-Za-z]){seq_id}([^0-9]|$)"
+        result = subprocess.run(
+            [self.rg, "--files-with-matches", "--no-messages", "-e", pattern, str(self.seq_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode not in (0, 1):  # 1 means "no match"
+            raise UpstreamBadData(f"ripgrep failed on the local OEIS copy: {result.stderr[:200]}")
+        return [os.path.basename(line) for line in result.stdout.splitlines()]
+
+    def _scan(self, seq_id: str) -> list[str]:
+        mention = re.compile(rf"(?<![0-9A-Za-z]){seq_id}(?![0-9])")
+        return [
+            path.name
+            for path in self.seq_dir.glob("A[0-9][0-9][0-9]/A*.seq")
+            if mention.search(path.read_text("utf-8", errors="replace"))
+        ]

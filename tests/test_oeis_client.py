@@ -1,0 +1,192 @@
+"""The OEIS client against the fake OEIS: timeouts, size caps, content types, backoff,
+the global rate limit and the local oeisdata source."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from celery.result import AsyncResult
+
+import api.jobs
+from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
+from shared.lock import lock_key, read_lock
+from shared.oeis import OEISClient, retry_after_seconds
+from shared.oeisdata import LocalOEIS
+from shared.ratelimit import RateLimiter
+from shared.redis_db import get_redis
+from shared.work import values_work
+from worker.celery_app import app as celery
+from worker.locked import retry_countdown
+
+FIXTURES = Path(__file__).parent / "fixtures" / "oeis" / "entries"
+
+
+@pytest.fixture
+def oeis(settings) -> OEISClient:
+    quick = dataclasses.replace(settings, oeis_read_timeout=0.5, oeis_max_bytes=2**20)
+    return OEISClient(quick)
+
+
+def test_hanging_response_ends_by_timeout(oeis, fake_oeis) -> None:
+    fake_oeis.hang = True
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable, match="in time"):
+        oeis.bfile("A000045")
+    assert time.monotonic() - started < 0.5 + 1.5
+
+
+def test_response_that_stalls_mid_body_ends_by_timeout(oeis, fake_oeis) -> None:
+    fake_oeis.hang_after_bytes = 1000
+    with pytest.raises(UpstreamUnavailable):
+        oeis.bfile("A000040")
+
+
+def test_oversized_response_is_cut_off_at_the_cap(oeis, fake_oeis) -> None:
+    fake_oeis.oversize.add("A000027")
+    with pytest.raises(UpstreamBadData, match="exceeds 1048576 bytes"):
+        oeis.bfile("A000027")
+
+
+def test_html_where_json_or_text_expected_is_bad_data(oeis) -> None:
+    with pytest.raises(UpstreamBadData, match="text/html"):
+        list(oeis._lines("/search", {"q": "prime"}, "application/json"))
+
+
+def test_unknown_sequence(oeis) -> None:
+    with pytest.raises(NotFound):
+        oeis.bfile("A000000")
+    with pytest.raises(NotFound):
+        oeis.entry("A000000")
+
+
+@pytest.mark.parametrize(
+    "header, seconds",
+    [(None, None), ("", None), ("7", 7), ("99999", 3600), ("soon", None),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", 0)],
+)
+def test_retry_after_parsing(header, seconds) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_backoff_grows_and_honours_retry_after() -> None:
+    for _ in range(100):
+        waits = [retry_countdown(n, None, 1.0) for n in range(5)]
+        assert waits == sorted(waits)
+        assert all(2**n / 2 <= w <= 2**n for n, w in enumerate(waits))
+    assert retry_countdown(0, 30, 1.0) == 30
+
+
+@pytest.mark.redis
+def test_rate_limiter_spaces_requests_across_threads() -> None:
+    limiter = RateLimiter(get_redis("ratelimit"), rate=5)
+    times: list[float] = []
+
+    def work() -> None:
+        for _ in range(4):
+            limiter.wait()
+            times.append(time.time())
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times.sort()
+    assert len(times) == 12
+    assert all(b - a >= 0.19 for a, b in zip(times, times[1:], strict=False))
+
+
+def busiest_second(times: list[float]) -> int:
+    times = sorted(times)
+    return max(sum(1 for t in times if start <= t < start + 1) for start in times)
+
+
+def test_two_workers_share_one_rate(app, fake_oeis, workers) -> None:
+    env = {"BACKSCOPE_OEIS_RATE": "5"}
+    workers("rate-a", env=env, concurrency=2)
+    workers("rate-b", env=env, concurrency=2)
+    ids = [f"A9100{n:02d}" for n in range(30)]
+    with app.app_context():
+        tasks = [api.jobs.start(values_work(seq_id)) for seq_id in ids]
+    for task in tasks:
+        assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
+    times = [r.time for r in fake_oeis.requests if r.path.endswith(".txt")]
+    assert len(times) == 30
+    print(f"\n30 downloads over {max(times) - min(times):.1f} s, "
+          f"busiest second: {busiest_second(times)} requests")
+    assert busiest_second(times) <= 5
+
+
+def test_throttled_three_times_then_healthy(app, fake_oeis, workers) -> None:
+    workers("backoff", env={"BACKSCOPE_OEIS_BACKOFF": "0.5", "BACKSCOPE_OEIS_MAX_ATTEMPTS": "5"},
+            concurrency=1)
+    fake_oeis.throttle = 3
+    fake_oeis.retry_after = 0
+    task = api.jobs.start(values_work("A000027"))
+    assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
+    requests = [r for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
+    assert [r.status for r in requests] == [503, 503, 503, 200]
+    gaps = [b.time - a.time for a, b in zip(requests, requests[1:], strict=False)]
+    print(f"\nbackoff gaps: {', '.join(f'{gap:.2f} s' for gap in gaps)}")
+    assert gaps == sorted(gaps)
+
+
+def test_always_throttled_releases_the_lock_and_stores_nothing(client, fake_oeis) -> None:
+    fake_oeis.throttle_always = True
+    response = client.get("/api/get_oeis_values/A000027/5")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert read_lock(get_redis("locks"), lock_key("values", "A000027")) is None
+    fake_oeis.throttle_always = False
+    assert client.get("/api/get_oeis_values/A000027/5").status_code == 200
+
+
+# ------------------------------------------------------------- local oeisdata source
+
+SEQ_LINES = {"data": "S", "name": "N", "comment": "C", "link": "H", "formula": "F",
+             "example": "e", "maple": "p", "mathematica": "t", "program": "o", "xref": "Y",
+             "keyword": "K", "offset": "O", "author": "A"}
+
+
+def write_oeisdata(root: Path) -> None:
+    """An oeisdata-shaped tree (seq/Axxx/Axxxxxx.seq) made from the fixture entries."""
+    for path in FIXTURES.glob("A*.json"):
+        entry = json.loads(path.read_text())
+        seq_id = f"A{entry['number']:06d}"
+        lines = [f"%I {seq_id}"]
+        for field, letter in SEQ_LINES.items():
+            values = entry.get(field)
+            for value in values if isinstance(values, list) else [values] if values else []:
+                lines.append(f"%{letter} {seq_id} {value}")
+        target = root / "seq" / seq_id[:4] / f"{seq_id}.seq"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def oeisdata(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("oeisdata")
+    write_oeisdata(root)
+    return root
+
+
+@pytest.mark.parametrize("use_rg", [True, False], ids=["ripgrep", "python"])
+def test_local_oeisdata_matches_the_web(oeis, fake_oeis, oeisdata, use_rg) -> None:
+    local = LocalOEIS(oeisdata, use_rg=use_rg)
+    if use_rg and local.rg is None:
+        pytest.skip("ripgrep (rg) is not installed")
+    for seq_id in ("A000045", "A000040", "A078302", "A153080"):
+        assert local.entry(seq_id) == oeis.entry(seq_id)
+        assert local.mentions(seq_id) == oeis.mentions(seq_id, max_pages=10)
+    assert local.mentions("A000045")[0]  # not trivially empty
+    with pytest.raises(NotFound):
+        local.entry("A000000")
+    fake_oeis.reset()
+    local.entry("A000045")
+    local.mentions("A000045")
+    assert fake_oeis.count() == 0  # no web requests at all
