@@ -30,7 +30,7 @@ app = Celery(
     "backscope",
     broker=settings.redis_db_url("broker"),
     backend=settings.redis_db_url("results"),
-    include=["worker.fetch", "worker.locks"],
+    include=["worker.fetch", "worker.locks", "worker.maintenance"],
 )
 app.conf.update(
     task_serializer="json",
