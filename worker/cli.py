@@ -1,13 +1,44 @@
-"""The `backscope` command line: database set-up and maintenance."""
+"""The `backscope` command line: database set-up and maintenance.
+
+The operations themselves live in shared/maintenance.py (the Celery tasks in
+worker/maintenance.py call the same functions). Commands import the Celery side
+(worker.maintenance) only when they run, so `backscope --help` and configuration
+errors do not depend on the Celery app loading.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import click
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError as DatabaseError
 
-from shared import schema
+from shared import maintenance, schema
 from shared.config import ConfigError, Settings, get_settings
+from shared.lock import FINISHED_STATES, list_locks
+from shared.redis_db import get_redis
+from shared.work import values_work
+
+# Seconds between looks at prefetched tasks; progress lines every this long without a tty.
+POLL_INTERVAL = 0.5
+PLAIN_PROGRESS_EVERY = 5.0
+BAR_WIDTH = 24
+# What each task outcome means, for the prefetch summary (see shared/fetch.py).
+OUTCOMES = {
+    "stored": "downloaded",
+    "cached": "already cached",
+    "missing": "not in the OEIS",
+    "refused": "refused as stale (the cache was cleared meanwhile)",
+    "skipped": "left to another task",
+}
+MAX_FAILURES_SHOWN = 10
 
 
 def _settings() -> Settings:
@@ -17,22 +48,383 @@ def _settings() -> Settings:
         raise click.ClickException(f"configuration error: {exc}") from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Reports an unreachable service or a refused operation in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except maintenance.MaintenanceError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except (RedisError, BrokerError) as exc:
+            url = _settings().redis_url
+            raise click.ClickException(f"cannot reach Redis at {url}: {exc}") from exc
+        except DatabaseError as exc:
+            where = schema.describe(_settings().database_url)
+            raise click.ClickException(f"cannot use {where}: {exc.orig}") from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Backscope: fetch OEIS sequences, cache them in PostgreSQL, serve them as JSON.
 
     Settings come from BACKSCOPE_* environment variables (and .env in development).
+    docs/maintenance.md says which command to use when.
     """
 
 
 @main.command()
 def migrate() -> None:
-    """Create the database if it is missing and apply every committed migration."""
+    """Create the database and apply the migrations.
+
+    Creates the database if it is missing, then applies every committed migration it
+    does not have yet. Run it after pulling a schema change.
+    """
     url = _settings().database_url
     if schema.create_database(url):
         click.echo(f"created {schema.describe(url)}")
     schema.upgrade(url)
     click.echo(f"{schema.describe(url)} is at revision {schema.current_revision(url)}")
+
+
+# ---------------------------------------------------------------- safety
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _has_terminal() -> bool:
+    """Whether someone can answer a prompt (tests pretend there is one)."""
+    return sys.stdin.isatty()
+
+
+def _confirm(settings: Settings, what: str, yes: bool) -> None:
+    """Say which database is about to change ("{db}" in `what`); in production, make the
+    operator confirm."""
+    click.echo(f"About to {what.format(db=schema.describe(settings.database_url))}.")
+    if not settings.production or yes:
+        return
+    name = schema.database_name(settings.database_url)
+    if not _has_terminal():
+        raise click.ClickException(
+            "refusing: BACKSCOPE_ENV=production and no terminal to confirm on. "
+            "Pass --yes (with make: CONFIRM=yes) to go ahead."
+        )
+    typed = click.prompt(
+        f"BACKSCOPE_ENV=production. Type the database name ({name}) to go ahead",
+        default="",
+        show_default=False,
+    )
+    if typed.strip() != name:
+        raise click.ClickException("not confirmed; nothing was changed")
+
+
+_yes = click.option(
+    "--yes",
+    "-y",
+    is_flag=True,
+    help="Go ahead without asking. Only production asks (BACKSCOPE_ENV=production): "
+    "type the database name, or pass --yes; with no terminal it refuses without --yes.",
+)
+
+
+def _drop_queued() -> Callable[[], int]:
+    from worker.maintenance import drop_queued_work
+
+    return drop_queued_work
+
+
+# ---------------------------------------------------------------- destructive commands
+
+
+@main.command("clear-db")
+@_yes
+def clear_db(yes: bool) -> None:
+    """Delete all cached data; keep the schema.
+
+    Use it when cached data is in the way. Queued downloads (and other queued work) are
+    dropped and every lock released first; a download still running cannot store its
+    result afterwards.
+    """
+    settings = _settings()
+    _confirm(settings, "delete all cached data in {db} (the schema stays)", yes)
+    cleared = maintenance.clear(settings.database_url, get_redis("locks"), _drop_queued())
+    click.echo(
+        f"Dropped {_count(cleared.dropped_tasks, 'queued task')}, released "
+        f"{_count(len(cleared.released_locks), 'lock')} and deleted all cached data."
+    )
+
+
+@main.command("reset-db")
+@_yes
+def reset_db(yes: bool) -> None:
+    """Rebuild the database from the migrations.
+
+    Drops the database and builds it again from the committed migrations. Use it to
+    start over, e.g. when the database holds a schema the migrations do not know.
+    Creates the database if it does not exist. Never touches alembic/versions.
+    """
+    settings = _settings()
+    _confirm(settings, "drop {db} and rebuild it from the migrations", yes)
+    done = maintenance.reset(settings.database_url, get_redis("locks"), _drop_queued())
+    click.echo(
+        f"Dropped {_count(done.dropped_tasks, 'queued task')}, released "
+        f"{_count(len(done.released_locks), 'lock')} and rebuilt the database at revision "
+        f"{done.revision}."
+    )
+
+
+def _ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    try:
+        return maintenance.parse_ids(value)
+    except maintenance.MaintenanceError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True, metavar="ID...", callback=_ids)
+@_yes
+def forget(ids: list[str], yes: bool) -> None:
+    """Forget sequences so they download again.
+
+    Deletes everything cached about them (values, metadata) and releases their locks;
+    other sequences are untouched.
+
+    Example: backscope forget A000045 A000040
+    """
+    settings = _settings()
+    _confirm(settings, "delete the cached data of " + ", ".join(ids) + " in {db}", yes)
+    done = maintenance.forget(settings.database_url, get_redis("locks"), ids)
+    deleted = ", ".join(done.deleted) or "none of them were cached"
+    click.echo(f"Deleted: {deleted}. Released {_count(len(done.released_locks), 'lock')}.")
+
+
+# ---------------------------------------------------------------- locks
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def locks(ctx: click.Context) -> None:
+    """List held locks; `locks release` frees one.
+
+    Shows each work lock's key, owner task, age, TTL left and fencing token. A lock
+    expires by itself within BACKSCOPE_LOCK_TTL seconds after its worker dies, and
+    celery beat removes locks whose task has finished; `backscope locks release` is
+    for when you cannot wait.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _settings()
+    held = list_locks(get_redis("locks"))
+    if not held:
+        click.echo("No locks held.")
+        return
+    rows = [("KEY", "OWNER TASK", "AGE", "TTL LEFT", "FENCING TOKEN")] + [
+        (i.key, i.owner, _duration(i.age), _duration(i.ttl), str(i.fence)) for i in held
+    ]
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@locks.command("release")
+@click.argument("target", metavar="ID_OR_KEY")
+def locks_release(target: str) -> None:
+    """Release a lock by hand.
+
+    ID_OR_KEY is a sequence id (releases all of that sequence's locks) or a key as
+    `backscope locks` shows it. The task that held it keeps running, but can no
+    longer renew the lock, and a newer download of the same thing may start.
+    """
+    _settings()
+    for key in maintenance.release_target(get_redis("locks"), target):
+        click.echo(f"released {key}")
+
+
+# ---------------------------------------------------------------- prefetch
+
+
+def _targets(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    try:
+        return maintenance.parse_targets(value)
+    except maintenance.MaintenanceError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+@dataclass
+class _Tally:
+    total: int
+    started: float = field(default_factory=time.monotonic)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)  # sequence id -> error
+    running: int = 0
+
+    @property
+    def finished(self) -> int:
+        return sum(self.outcomes.values()) + len(self.failures)
+
+    def line(self) -> str:
+        done, failed = sum(self.outcomes.values()), len(self.failures)
+        pending = self.total - done - failed
+        filled = BAR_WIDTH * (done + failed) // max(self.total, 1)
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.finished / elapsed
+        left = f" · ~{_duration(pending / rate)} left" if pending >= rate > 0 else ""
+        return (
+            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done + failed}/{self.total}"
+            f"  done {done} · failed {failed} · pending {pending} ({self.running} running)"
+            f" · {rate:.1f}/s{left}"
+        )
+
+
+def _error(state: str, result: Any) -> str:
+    if isinstance(result, BaseException):
+        return str(result) or type(result).__name__
+    return state.lower()
+
+
+def _watch(tasks: dict[str, str], tally: _Tally) -> None:
+    """Show progress until every task (task id -> sequence id) has finished."""
+    from worker.maintenance import task_states
+
+    redraw = sys.stdout.isatty()
+    pending = dict(tasks)
+    shown_at = 0.0
+    while True:
+        tally.running = 0
+        for task_id, (state, result) in task_states(list(pending)).items():
+            if state == "SUCCESS":
+                tally.outcomes[result.get("outcome", "?")] += 1
+            elif state in FINISHED_STATES:
+                tally.failures[tasks[task_id]] = _error(state, result)
+            else:
+                if state in ("STARTED", "RETRY"):
+                    tally.running += 1
+                continue
+            del pending[task_id]
+        if redraw:
+            click.echo(f"\r{tally.line()}\x1b[K", nl=not pending)
+        elif not pending or time.monotonic() - shown_at >= PLAIN_PROGRESS_EVERY:
+            click.echo(tally.line())
+            shown_at = time.monotonic()
+        if not pending:
+            return
+        time.sleep(POLL_INTERVAL)
+
+
+def _summary(tally: _Tally) -> str:
+    parts = [f"{n} {OUTCOMES.get(outcome, outcome)}" for outcome, n in tally.outcomes.items()]
+    if tally.failures:
+        parts.append(f"{len(tally.failures)} failed")
+    took = _duration(time.monotonic() - tally.started)
+    return f"Prefetched {_count(tally.total, 'sequence')} in {took}: {', '.join(parts)}."
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="ID_OR_RANGE...", callback=_targets)
+@click.pass_context
+def prefetch(ctx: click.Context, targets: list[str]) -> None:
+    """Download many sequences, showing progress.
+
+    Example: backscope prefetch A000001-A000100 A000290
+
+    Queues a values download for each sequence (joining one already queued or
+    running), then shows progress until all have finished, and a summary. At most
+    10,000 sequences at a time. Ctrl-C stops watching; the queued downloads still
+    run. Exits with status 1 if any download failed.
+    """
+    _settings()
+    from worker.maintenance import enqueue
+
+    tally = _Tally(len(targets))
+    tasks: dict[str, str] = {}  # task id -> sequence id
+    try:
+        for seq_id in targets:
+            tasks[enqueue(values_work(seq_id))] = seq_id
+        click.echo(f"Queued downloads of {len(targets)} sequences.")
+        _watch(tasks, tally)
+    except KeyboardInterrupt:
+        unqueued = len(targets) - len(tasks)
+        click.echo(
+            f"\nStopped watching; {len(tasks) - tally.finished} downloads are not finished "
+            "yet. They stay queued and the workers will run them (`backscope status` shows "
+            "the queue)." + (f" {unqueued} were never queued." if unqueued else "")
+        )
+        ctx.exit(130)
+    click.echo(_summary(tally))
+    for seq_id, error in list(tally.failures.items())[:MAX_FAILURES_SHOWN]:
+        click.echo(f"  {seq_id}: {error}")
+    if tally.failures:
+        ctx.exit(1)
+
+
+# ---------------------------------------------------------------- status
+
+
+def _revision(db: maintenance.DatabaseStatus) -> str:
+    if db.error:
+        hint = " (`backscope migrate` creates it)" if "does not exist" in db.error else ""
+        return f"cannot read it: {db.error}{hint}"
+    if db.revision is None:
+        return f"none; the database is empty (`backscope migrate` builds it to {db.head})"
+    if db.revision == db.head:
+        return f"{db.revision} (the head: up to date)"
+    return (
+        f"{db.revision}, not the head {db.head}: `backscope migrate` upgrades it, "
+        "`backscope reset-db` rebuilds it if migrate cannot"
+    )
+
+
+def _workers(hosts: set[str]) -> str:
+    if not hosts:
+        return "none answering (`make worker` starts one)"
+    return f"{len(hosts)} answering: {', '.join(sorted(hosts))}"
+
+
+@main.command()
+def status() -> None:
+    """Show revision, cache, queues, workers, locks.
+
+    The database's migration revision against the code's head, how many sequences
+    are cached, how many tasks wait in each queue, which workers answer a ping, and
+    how many locks are held.
+    """
+    settings = _settings()
+    db = maintenance.database_status(settings.database_url)
+    rows = [("postgres", db.description), ("revision", _revision(db))]
+    if db.revision:
+        rows.append(("cached", f"{_count(db.sequences, 'sequence')}, {db.with_values} with values"))
+    client = get_redis("locks")
+    try:
+        client.ping()
+    except RedisError as exc:
+        rows.append(("redis", f"cannot reach {settings.redis_url}: {exc}"))
+    else:
+        from worker.locks import live_workers
+        from worker.maintenance import queue_lengths
+
+        held = list_locks(client)
+        rows += [
+            ("redis", settings.redis_url),
+            ("queues", ", ".join(f"{name} {n}" for name, n in queue_lengths().items())),
+            ("workers", _workers(live_workers())),
+            ("locks", f"{len(held)} held" + (" (`backscope locks` lists them)" if held else "")),
+        ]
+    for label, text in rows:
+        click.echo(f"{label:<10}{text}")
 
 
 if __name__ == "__main__":
