@@ -54,3 +54,24 @@ format: install ## Format and fix what ruff can
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate
 	$(DEMO_ENV) $(RUN) honcho start -f Procfile.demo
+
+# Maintenance (docs/maintenance.md). In production (BACKSCOPE_ENV=production) the
+# destructive ones ask for the database name, or need CONFIRM=yes (passes --yes).
+.PHONY: clear-db reset-db forget locks status
+YES := $(if $(filter yes,$(CONFIRM)),--yes)
+
+clear-db: install ## Delete all cached data, keep the schema (production: CONFIRM=yes)
+	$(BIN)/backscope clear-db $(YES)
+
+reset-db: install ## Drop and rebuild the database from the migrations (production: CONFIRM=yes)
+	$(BIN)/backscope reset-db $(YES)
+
+forget: install ## Forget sequences so they download again: make forget ID=A000045
+	@test -n "$(ID)" || { echo "usage: make forget ID=A000045 (or ID='A000045 A000040')" >&2; exit 2; }
+	$(BIN)/backscope forget $(YES) $(ID)
+
+locks: install ## List held locks (key, owner task, age, TTL left, fencing token)
+	$(BIN)/backscope locks
+
+status: install ## Show database revision, cache size, queues, workers and locks
+	$(BIN)/backscope status
