@@ -1,0 +1,340 @@
+"""The `backscope` command line, as an operator uses it: click's CliRunner in-process,
+and the installed console script in a subprocess where a real process matters (no
+terminal, another database)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.pool import NullPool
+
+from shared import maintenance, schema
+from shared.db import session_scope
+from shared.lock import WorkLock, list_locks, lock_key
+from shared.models import Base, SequenceValues
+from shared.parsing import BFile
+from shared.redis_db import get_redis
+from shared.store import store_values
+from shared.work import DOWNLOADS_QUEUE
+from worker import cli
+from worker import maintenance as worker_maintenance
+from worker.cli import main
+
+BACKSCOPE = str(Path(sys.executable).with_name("backscope"))
+COMMANDS = [
+    [],
+    ["migrate"],
+    ["status"],
+    ["clear-db"],
+    ["reset-db"],
+    ["forget"],
+    ["locks"],
+    ["locks", "release"],
+    ["prefetch"],
+]
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, prog_name="backscope")
+
+
+def stored_ids() -> set[str]:
+    with session_scope() as session:
+        return set(session.scalars(select(SequenceValues.id)))
+
+
+def seed(*seq_ids: str) -> None:
+    with session_scope() as session:
+        for seq_id in seq_ids:
+            assert store_values(session, seq_id, BFile(0, ["1", "2"]), 1)
+
+
+def backscope(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script, with stdin not a terminal."""
+    return subprocess.run(
+        [BACKSCOPE, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+
+
+# ---------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "backscope")
+def test_help_reads_well(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: backscope {' '.join(command)}".rstrip())
+    summary = " ".join(result.output.split("\n\n")[1].split())
+    assert summary.endswith(".") and len(summary) < 80
+
+
+def test_command_list_is_not_truncated() -> None:
+    listing = invoke("--help").output.split("Commands:")[1]
+    lines = [line for line in listing.splitlines() if line.strip()]
+    assert len(lines) == 7
+    assert not [line for line in lines if line.endswith("...")]
+
+
+# ---------------------------------------------------------------- production guard
+
+
+@pytest.fixture
+def production(settings, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(
+        cli, "get_settings", lambda: dataclasses.replace(settings, env="production")
+    )
+    return schema.database_name(settings.database_url)
+
+
+DESTRUCTIVE = [["clear-db"], ["reset-db"], ["forget", "A000045"]]
+
+
+@pytest.mark.parametrize("command", DESTRUCTIVE, ids=" ".join)
+def test_production_refuses_without_a_terminal(database: str, production: str, command) -> None:
+    seed("A000045")
+    result = invoke(*command, input=f"{production}\n")  # CliRunner's stdin is no terminal
+    assert result.exit_code == 1
+    assert f"database {production!r} on " in result.output
+    assert "refusing: BACKSCOPE_ENV=production and no terminal" in result.output
+    assert stored_ids() == {"A000045"}
+
+
+@pytest.mark.parametrize("command", DESTRUCTIVE, ids=" ".join)
+def test_production_refuses_a_wrong_name_at_the_prompt(
+    database: str, production: str, command, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_has_terminal", lambda: True)
+    seed("A000045")
+    result = invoke(*command, input="backscope_something_else\n")
+    assert result.exit_code == 1
+    assert f"Type the database name ({production})" in result.output
+    assert "not confirmed; nothing was changed" in result.output
+    assert stored_ids() == {"A000045"}
+
+
+def test_production_goes_ahead_with_the_typed_name_or_yes(
+    worker, production: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_has_terminal", lambda: True)
+    seed("A000045", "A000040")
+    typed = invoke("forget", "A000045", input=f"{production}\n")
+    assert typed.exit_code == 0, typed.output
+    assert stored_ids() == {"A000040"}
+    monkeypatch.setattr(cli, "_has_terminal", lambda: False)
+    assert invoke("clear-db", "--yes").exit_code == 0
+    assert stored_ids() == set()
+
+
+@pytest.mark.parametrize("command", DESTRUCTIVE, ids=" ".join)
+def test_production_refuses_in_a_process_without_a_terminal(database: str, command) -> None:
+    seed("A000045")
+    process = backscope(*command, BACKSCOPE_ENV="production")
+    assert process.returncode == 1
+    assert "About to " in process.stdout and database in process.stdout
+    assert "refusing" in process.stderr and "--yes" in process.stderr
+    assert stored_ids() == {"A000045"}
+
+
+# ---------------------------------------------------------------- clear, reset, forget
+
+
+def test_clear_db(worker, settings) -> None:
+    seed("A000045")
+    assert WorkLock(get_redis("locks"), "values", "A000040", 30).take("test-owner")
+    result = invoke("clear-db")
+    assert result.exit_code == 0, result.output
+    about, done = result.output.splitlines()
+    assert about == (
+        f"About to delete all cached data in {schema.describe(settings.database_url)} "
+        "(the schema stays)."
+    )
+    assert re.fullmatch(
+        r"Dropped \d+ queued tasks?, released 1 lock and deleted all cached data\.", done
+    )
+    assert stored_ids() == set() and list_locks(get_redis("locks")) == []
+    assert schema.current_revision(settings.database_url) == schema.head_revision()
+
+
+@pytest.fixture
+def old_database(database: str, settings) -> Iterator[str]:
+    """A database built by the old Backscope: its own tables, and an alembic_version
+    naming a revision from a migrations folder that was deleted."""
+    url = settings.database_url.rsplit("/", 1)[0] + f"/backscope_old_{uuid.uuid4().hex[:8]}"
+    schema.create_database(url)
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        for statement in (
+            "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+            "INSERT INTO alembic_version VALUES ('5f2e1a9b7c3d')",
+            "CREATE TABLE sequence (id varchar(7) PRIMARY KEY, values_requested boolean)",
+            "INSERT INTO sequence VALUES ('A000045', true)",
+        ):
+            connection.execute(text(statement))
+    engine.dispose()
+    yield url
+    schema.drop_database(url)
+
+
+def test_reset_db_rebuilds_an_old_database(old_database: str) -> None:
+    assert schema.current_revision(old_database) == "5f2e1a9b7c3d"
+    process = backscope("reset-db", BACKSCOPE_DATABASE_URL=old_database)
+    assert process.returncode == 0, process.stderr
+    assert f"About to drop {schema.describe(old_database)}" in process.stdout
+    assert f"rebuilt the database at revision {schema.head_revision()}." in process.stdout
+    assert schema.current_revision(old_database) == schema.head_revision()
+    engine = create_engine(old_database, poolclass=NullPool)
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
+        counts = {
+            table: connection.scalar(text(f"SELECT count(*) FROM {table}"))
+            for table in tables - {"alembic_version", "fence_floors"}
+        }
+    engine.dispose()
+    assert tables == set(Base.metadata.tables) | {"alembic_version"}
+    assert counts == dict.fromkeys(counts, 0)
+
+
+def test_forget(worker) -> None:
+    seed("A000045", "A000040")
+    result = invoke("forget", "a000045", "A000027")
+    assert result.exit_code == 0, result.output
+    assert "Deleted: A000045. Released 0 locks." in result.output
+    assert stored_ids() == {"A000040"}
+
+
+@pytest.mark.parametrize("raw", ["A45", "B000045", "A0000450", "A000045;DROP"])
+def test_forget_rejects_a_bad_id_before_changing_anything(database: str, raw: str) -> None:
+    seed("A000045")
+    result = invoke("forget", "A000045", raw)
+    assert result.exit_code == 2
+    assert "is not an OEIS id: expected A followed by six digits" in result.output
+    assert stored_ids() == {"A000045"}
+
+
+# ---------------------------------------------------------------- locks and status
+
+
+def test_locks_list_and_release(database: str) -> None:
+    client = get_redis("locks")
+    taken = [
+        WorkLock(client, kind, seq_id, 60)
+        for kind, seq_id in [("values", "A000045"), ("metadata", "A000045"), ("values", "A000040")]
+    ]
+    for n, lock in enumerate(taken):
+        assert lock.take(f"owner-{n}")
+
+    header, *lines = invoke("locks").output.splitlines()
+    assert re.split(r"\s{2,}", header) == ["KEY", "OWNER TASK", "AGE", "TTL LEFT", "FENCING TOKEN"]
+    rows = {key: rest for key, *rest in (re.split(r"\s{2,}", line) for line in lines)}
+    assert set(rows) == {lock.name for lock in taken}
+    for n, lock in enumerate(taken):
+        owner, age, ttl, fence = rows[lock.name]
+        assert (owner, fence) == (f"owner-{n}", str(lock.fence))
+        assert age in ("0s", "1s") and ttl in ("1m00s", "59s")
+
+    released = invoke("locks", "release", "A000045")
+    assert released.exit_code == 0
+    assert released.output.splitlines() == [
+        f"released {lock_key('metadata', 'A000045')}",
+        f"released {lock_key('values', 'A000045')}",
+    ]
+    assert invoke("locks", "release", lock_key("values", "A000040")).exit_code == 0
+    assert invoke("locks").output == "No locks held.\n"
+
+    again = invoke("locks", "release", "A000045")
+    assert again.exit_code == 1 and "no lock held for 'A000045'" in again.output
+    nonsense = invoke("locks", "release", "values:A000045")
+    assert nonsense.exit_code == 1 and "neither a sequence id" in nonsense.output
+
+
+def test_status(worker, settings) -> None:
+    seed("A000045")
+    assert WorkLock(get_redis("locks"), "values", "A000040", 30).take("test-owner")
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    lines = dict(re.split(r"\s+", line, maxsplit=1) for line in result.output.splitlines())
+    assert lines["postgres"] == schema.describe(settings.database_url)
+    assert lines["revision"] == f"{schema.head_revision()} (the head: up to date)"
+    assert lines["cached"] == "1 sequence, 1 with values"
+    assert lines["queues"].startswith(f"{DOWNLOADS_QUEUE} 0, maintenance 0")
+    assert worker.name in lines["workers"]
+    assert lines["locks"] == "1 held (`backscope locks` lists them)"
+    maintenance.release_target(get_redis("locks"), "A000040")
+
+
+# ---------------------------------------------------------------- prefetch
+
+
+def test_prefetch_thirty_sequences(worker, fake_oeis) -> None:
+    ids = {f"A9100{n:02d}" for n in range(30)}
+    result = invoke("prefetch", "A910000-A910029")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "Queued downloads of 30 sequences."
+    assert "30/30  done 30 · failed 0 · pending 0 (0 running)" in lines[-2]
+    assert re.fullmatch(r"Prefetched 30 sequences in \d+s: 30 downloaded\.", lines[-1])
+    assert stored_ids() == ids
+    assert all(fake_oeis.bfile_downloads(seq_id) == 1 for seq_id in ids)
+
+    again = invoke("prefetch", "A910000-A910009", "a910003")
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines()[-1].endswith(": 10 already cached.")
+    assert all(fake_oeis.bfile_downloads(seq_id) == 1 for seq_id in ids)
+
+
+def test_prefetch_reports_failures(worker, fake_oeis) -> None:
+    fake_oeis.malformed.add("A910031")
+    result = invoke("prefetch", "A910030-A910032", "A000000")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[-2].endswith(": 2 downloaded, 1 not in the OEIS, 1 failed.")
+    assert lines[-1].startswith("  A910031: b-file for A910031 has a malformed line")
+
+
+def test_prefetch_ctrl_c_leaves_the_work_queued(
+    worker, fake_oeis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(task_ids: list[str]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker_maintenance, "task_states", interrupted)
+    result = invoke("prefetch", "A910050-A910052")
+    assert result.exit_code == 130
+    assert "Stopped watching; 3 downloads are not finished yet. They stay queued" in result.output
+    deadline = time.monotonic() + 20
+    while stored_ids() != {"A910050", "A910051", "A910052"}:  # the downloads still ran
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("A000001-A010001", "names 10,001 sequences; at most 10,000 at a time"),
+        ("A000100-A000001", "runs backwards"),
+        ("A12", "is not an OEIS id"),
+    ],
+)
+def test_prefetch_rejects_bad_targets(database: str, target: str, message: str) -> None:
+    result = invoke("prefetch", "A000045", target)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert worker_maintenance.queue_lengths()[DOWNLOADS_QUEUE] == 0
+    assert list_locks(get_redis("locks")) == []

@@ -1,0 +1,292 @@
+"""Maintenance operations (shared/maintenance.py) and their Celery tasks, against real
+PostgreSQL, Redis and a worker. The command line is tested in tests/test_cli.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from celery.result import AsyncResult
+from click.testing import CliRunner
+from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.pool import NullPool
+
+from shared import maintenance, schema
+from shared.db import session_scope
+from shared.lock import WorkLock, list_locks, lock_key
+from shared.maintenance import MaintenanceError, NotConfirmed, parse_targets
+from shared.models import Base, SearchResult, Sequence, SequenceValues
+from shared.parsing import BFile
+from shared.redis_db import get_redis
+from shared.store import store_values
+from shared.work import values_work
+from worker import maintenance as worker_maintenance
+from worker.celery_app import app
+from worker.cli import main
+
+DATA_TABLES = (Sequence, SequenceValues, SearchResult)
+FACTORS = lock_key("factors", "")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def stored_ids() -> set[str]:
+    with session_scope() as session:
+        return set(session.scalars(select(SequenceValues.id)))
+
+
+def row_counts() -> dict[str, int]:
+    with session_scope() as session:
+        return {
+            model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
+            for model in DATA_TABLES
+        }
+
+
+def busy_locks() -> list[str]:
+    """Held locks, but not factoring's: every download schedules factoring, and no worker
+    in these tests takes the factors queue, so those locks sit out their TTL."""
+    return [info.key for info in list_locks(get_redis("locks")) if not info.key.startswith(FACTORS)]
+
+
+def work_queues() -> dict[str, int]:
+    return {
+        name: n for name, n in worker_maintenance.queue_lengths().items() if name != "maintenance"
+    }
+
+
+def download(seq_id: str) -> dict[str, str]:
+    return AsyncResult(worker_maintenance.enqueue(values_work(seq_id)), app=app).get(timeout=20)
+
+
+@pytest.fixture
+def scratch_url(database: str, settings) -> Iterator[str]:
+    """A database of its own (not the session's, which other tests and the worker use)."""
+    url = settings.database_url.rsplit("/", 1)[0] + f"/backscope_scratch_{uuid.uuid4().hex[:8]}"
+    yield url
+    schema.drop_database(url)
+
+
+def execute(url: str, *statements: str) -> None:
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    engine.dispose()
+
+
+def table_rows(url: str) -> dict[str, int]:
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as connection:
+        names = inspect(connection).get_table_names()
+        rows = {name: connection.scalar(text(f'SELECT count(*) FROM "{name}"')) for name in names}
+    engine.dispose()
+    return rows
+
+
+# ---------------------------------------------------------------- ids and ranges
+
+
+def test_parse_targets_expands_ranges_in_order_without_repeats() -> None:
+    assert parse_targets(["A000003-A000005", "a000001", "A000004"]) == [
+        "A000003",
+        "A000004",
+        "A000005",
+        "A000001",
+    ]
+    assert len(parse_targets(["A000001-A010000"])) == 10_000
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        (["A000005-A000003"], "runs backwards"),
+        (["A12"], "not an OEIS id"),
+        (["A000001-B000002"], "not an OEIS id"),
+        (["A000001-A010001"], "names 10,001 sequences; at most 10,000"),
+        (["A000001-A006000", "A100001-A105000"], "more than 10,000"),
+    ],
+)
+def test_parse_targets_rejects(targets: list[str], message: str) -> None:
+    with pytest.raises(MaintenanceError, match=message):
+        parse_targets(targets)
+
+
+# ---------------------------------------------------------------- clear
+
+
+def test_clear_leaves_nothing_behind(worker, fake_oeis, settings) -> None:
+    assert download("A000045") == {"outcome": "stored"}
+    fake_oeis.latency = 2.0  # under the tests' 3 s read timeout, so nothing is retried
+    ids = [f"A91000{n}" for n in range(6)]
+    tasks = {seq_id: worker_maintenance.enqueue(values_work(seq_id)) for seq_id in ids}
+
+    def requested() -> list[str]:
+        return [seq_id for seq_id in ids if fake_oeis.bfile_downloads(seq_id)]
+
+    wait_until(lambda: len(requested()) == 2)  # both worker processes are downloading
+    in_flight = requested()
+
+    result = CliRunner().invoke(main, ["clear-db"])
+    assert result.exit_code == 0, result.output
+    dropped = re.search(r"Dropped (\d+) queued tasks", result.output)
+    assert dropped and int(dropped[1]) >= 4, result.output  # + factoring A000045, if any
+    assert list_locks(get_redis("locks")) == []
+    assert work_queues() == dict.fromkeys(work_queues(), 0)
+    assert row_counts() == {"sequences": 0, "sequence_values": 0, "searches": 0}
+    assert schema.current_revision(settings.database_url) == schema.head_revision()
+
+    # The downloads that were running finish, and their stale writes are refused.
+    for seq_id in in_flight:
+        assert AsyncResult(tasks[seq_id], app=app).get(timeout=15) == {"outcome": "refused"}
+    time.sleep(1)  # a dropped download would have reached the OEIS by now
+    assert requested() == in_flight
+    assert stored_ids() == set()
+    assert list_locks(get_redis("locks")) == []
+
+
+# ---------------------------------------------------------------- reset
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_reset_rebuilds_from_migrations_and_fences_stale_writes(
+    scratch_url: str, exists: bool
+) -> None:
+    if exists:
+        schema.create_database(scratch_url)
+        schema.upgrade(scratch_url)
+        execute(
+            scratch_url,
+            "INSERT INTO sequences (id, name) VALUES ('A000045', 'Fibonacci')",
+            "CREATE TABLE stray (x int)",
+            "INSERT INTO stray VALUES (1)",
+            "UPDATE alembic_version SET version_num = 'f00dfeed1234'",
+        )
+    client = get_redis("locks")
+    stale = WorkLock(client, "values", "A000045", 10)
+    assert stale.take("stale-task")
+
+    done = maintenance.reset(scratch_url, client, lambda: 7)
+
+    assert (done.dropped_tasks, done.released_locks) == (7, [stale.name])
+    assert done.revision == schema.head_revision() == schema.current_revision(scratch_url)
+    rows = table_rows(scratch_url)
+    assert set(rows) == set(Base.metadata.tables) | {"alembic_version"}  # no stray table
+    assert rows["alembic_version"] == 1
+    assert [name for name in DATA_TABLES if rows[name.__tablename__]] == []
+    # A download that held its lock before the reset cannot write into the new database.
+    with maintenance._session(scratch_url) as session:
+        assert not store_values(session, "A000045", BFile(0, ["1"]), stale.fence or 0)
+
+
+def test_status_of_a_database_with_a_foreign_schema(scratch_url: str) -> None:
+    schema.create_database(scratch_url)
+    execute(
+        scratch_url,
+        "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+        "INSERT INTO alembic_version VALUES ('f00dfeed1234')",
+    )
+    status = maintenance.database_status(scratch_url)
+    assert (status.revision, status.head, status.error) == (
+        "f00dfeed1234",
+        schema.head_revision(),
+        None,
+    )
+
+
+def test_status_of_a_missing_database(scratch_url: str) -> None:
+    status = maintenance.database_status(scratch_url)
+    assert status.revision is None and "does not exist" in (status.error or "")
+
+
+# ---------------------------------------------------------------- forget
+
+
+def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings) -> None:
+    for seq_id in ("A000045", "A000040", "A000142"):
+        assert client.get(f"/api/get_oeis_name_and_values/{seq_id}").status_code == 200
+    locks = get_redis("locks")
+    wait_until(lambda: not busy_locks())  # background metadata downloads are done
+    assert WorkLock(locks, "metadata", "A000045", 30).take("test-owner")
+    assert WorkLock(locks, "values", "A000040", 30).take("test-owner")
+
+    done = maintenance.forget(settings.database_url, locks, ["A000045", "A000142", "A000027"])
+
+    assert done.deleted == ["A000045", "A000142"]
+    assert lock_key("metadata", "A000045") in done.released_locks
+    assert stored_ids() == {"A000040"}
+    with session_scope() as session:
+        assert set(session.scalars(select(Sequence.id))) == {"A000040"}
+    left = [info.key for info in list_locks(locks)]
+    assert lock_key("values", "A000040") in left
+    assert [key for key in left if key.endswith(("A000045", "A000142"))] == []
+    assert lock_key("values", "A000040") in maintenance.release_target(locks, "A000040")
+
+    assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
+    assert fake_oeis.bfile_downloads("A000045") == 2
+    assert fake_oeis.bfile_downloads("A000040") == 1
+
+
+def test_release_target_needs_an_id_or_a_key(database: str) -> None:
+    with pytest.raises(MaintenanceError, match="neither a sequence id"):
+        maintenance.release_target(get_redis("locks"), "values:A000045")
+    with pytest.raises(MaintenanceError, match="no lock held"):
+        maintenance.release_target(get_redis("locks"), lock_key("values", "A000045"))
+
+
+# ---------------------------------------------------------------- as Celery tasks
+
+
+def run(task: str, *args: object, **kwargs: object) -> object:
+    return app.send_task(task, args=args, kwargs=kwargs).get(timeout=20)
+
+
+def test_maintenance_tasks_run_on_a_worker(worker, fake_oeis) -> None:
+    queued = run("backscope.maintenance.prefetch", ["A910040-A910042"])
+    assert isinstance(queued, dict) and list(queued) == ["A910040", "A910041", "A910042"]
+    for task_id in queued.values():
+        assert AsyncResult(task_id, app=app).get(timeout=20) == {"outcome": "stored"}
+
+    assert WorkLock(get_redis("locks"), "values", "A910041", 30).take("test-owner")
+    (held,) = [
+        lock for lock in run("backscope.maintenance.list_locks") if lock["owner"] == "test-owner"
+    ]
+    assert held["key"] == lock_key("values", "A910041")
+    assert held["key"] in run("backscope.maintenance.release_lock", "A910041")
+
+    forgotten = run("backscope.maintenance.forget", ["a910040"])
+    assert forgotten["deleted"] == ["A910040"]
+    assert stored_ids() == {"A910041", "A910042"}
+
+    cleared = run("backscope.maintenance.clear_db")
+    assert isinstance(cleared["dropped_tasks"], int)
+    assert stored_ids() == set() and list_locks(get_redis("locks")) == []
+
+
+def test_destructive_tasks_need_the_database_name_in_production(
+    worker, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert download("A000045") == {"outcome": "stored"}
+    production = dataclasses.replace(settings, env="production")
+    monkeypatch.setattr(worker_maintenance, "get_settings", lambda: production)
+    name = schema.database_name(settings.database_url)
+    for task, args in [
+        (worker_maintenance.clear_db, ()),
+        (worker_maintenance.reset_db, ()),
+        (worker_maintenance.forget, (["A000045"],)),
+    ]:
+        with pytest.raises(NotConfirmed, match=name):
+            task(*args)
+        with pytest.raises(NotConfirmed):
+            task(*args, confirm="not-the-name")
+    assert stored_ids() == {"A000045"}
+    assert worker_maintenance.forget(["A000045"], confirm=name)["deleted"] == ["A000045"]
