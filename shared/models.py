@@ -71,6 +71,27 @@ class SequenceValues(Base):
     token: Mapped[int] = mapped_column(BigInteger)
 
 
+class Factorization(Base):
+    """The factorization of one term, in the API's string format (shared/factor.py).
+
+    One row per (sequence, index), written in batches as the factor task gets through a
+    sequence, so a request for more terms computes only the ones without a row. The
+    string is "no_fac" when the value was too large or ran out of time.
+    """
+
+    __tablename__ = "factorizations"
+
+    id: Mapped[str] = mapped_column(
+        String(7), ForeignKey("sequences.id", ondelete="CASCADE"), primary_key=True
+    )
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)  # the OEIS index
+    factors: Mapped[str] = mapped_column(Text)
+    factored_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    token: Mapped[int] = mapped_column(BigInteger)
+
+
 class SearchResult(Base):
     """One cached OEIS search: the first page of results as [[id, name], ...]."""
 

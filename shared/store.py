@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.models import FenceFloor, SearchResult, Sequence, SequenceValues
+from shared.models import Factorization, FenceFloor, SearchResult, Sequence, SequenceValues
 from shared.parsing import BFile, Entry
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,61 @@ def read_values(session: Session, seq_id: str, count: int) -> Values | None:
     if row is None:
         return None
     return Values(seq_id, row[2], row[0], row[1] or [])
+
+
+@dataclass(frozen=True)
+class Factors:
+    id: str
+    name: str | None
+    first_index: int
+    length: int  # how many terms were asked for (at most the sequence's length)
+    factors: dict[int, str]  # index -> factorization, in index order, for those stored
+
+    @property
+    def complete(self) -> bool:
+        return len(self.factors) == self.length
+
+
+def read_factors(session: Session, seq_id: str, count: int) -> Factors | None:
+    """The stored factorizations of the first `count` terms (all when 0); None if the
+    sequence's values are not stored."""
+    terms = SequenceValues.terms if count == 0 else SequenceValues.terms[1:count]
+    row = session.execute(
+        select(SequenceValues.first_index, func.cardinality(terms), Sequence.name)
+        .join(Sequence, Sequence.id == SequenceValues.id)
+        .where(SequenceValues.id == seq_id)
+    ).first()
+    if row is None:
+        return None
+    first, length, name = row[0], row[1] or 0, row[2]
+    rows = session.execute(
+        select(Factorization.n, Factorization.factors)
+        .where(
+            Factorization.id == seq_id,
+            Factorization.n >= first,
+            Factorization.n < first + length,
+        )
+        .order_by(Factorization.n)
+    )
+    return Factors(seq_id, name, first, length, {n: factors for n, factors in rows})
+
+
+def factors_complete(session: Session, seq_id: str, first_index: int, length: int) -> bool:
+    """Whether the terms first_index .. first_index + length - 1 all have a factorization."""
+    stored = session.scalar(
+        select(func.count())
+        .select_from(Factorization)
+        .where(
+            Factorization.id == seq_id,
+            Factorization.n >= first_index,
+            Factorization.n < first_index + length,
+        )
+    )
+    return stored == length
+
+
+def factored_indices(session: Session, seq_id: str) -> set[int]:
+    return set(session.scalars(select(Factorization.n).where(Factorization.id == seq_id)))
 
 
 def read_sequence(session: Session, seq_id: str) -> Sequence | None:
@@ -86,6 +141,7 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     if not _guarded(session, seq_id, token):
         return _refused("values", seq_id, token)
     _ensure_sequence(session, seq_id)
+    _drop_stale_factors(session, seq_id, bfile, token)
     stmt = insert(SequenceValues).values(
         id=seq_id, first_index=bfile.first_index, terms=bfile.terms, token=token
     )
@@ -104,6 +160,65 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     session.execute(
         Sequence.__table__.update().where(Sequence.id == seq_id).values(missing_at=None)
     )
+    return True
+
+
+def _drop_stale_factors(session: Session, seq_id: str, bfile: BFile, token: int) -> None:
+    """Before older values are replaced by different ones, delete their factorizations.
+
+    Locks the values row first (FOR UPDATE), so a factor batch checking the row under
+    FOR SHARE (store_factors) either commits before this and is deleted here, or sees
+    the new values token afterwards and is refused. Replacing values is rare (two
+    downloads racing), and then usually with the same terms: those keep their factors.
+    """
+    old = session.execute(
+        select(SequenceValues.token, SequenceValues.first_index)
+        .where(SequenceValues.id == seq_id)
+        .with_for_update()
+    ).first()
+    if old is None or old.token >= token:
+        return  # nothing stored, or the upsert below will not replace it
+    terms = session.scalar(select(SequenceValues.terms).where(SequenceValues.id == seq_id))
+    if old.first_index != bfile.first_index or terms != bfile.terms:
+        session.execute(delete(Factorization).where(Factorization.id == seq_id))
+
+
+def store_factors(
+    session: Session,
+    seq_id: str,
+    values_token: int,
+    factors: list[tuple[int, str]],
+    token: int,
+) -> bool:
+    """Store (index, factorization) pairs computed from the values stored under
+    `values_token`. Refused (False) after a clear or forget, or if those values have
+    been replaced since; a row already written under a newer token is kept."""
+    if not _guarded(session, seq_id, token):
+        return _refused("factors", seq_id, token)
+    current = session.scalar(
+        select(SequenceValues.token).where(SequenceValues.id == seq_id).with_for_update(read=True)
+    )
+    if current != values_token:
+        log.info(
+            "store.factors_values_changed",
+            extra={"seq_id": seq_id, "values_token": values_token, "current": current},
+        )
+        return False
+    if not factors:
+        return True
+    stmt = insert(Factorization).values(
+        [{"id": seq_id, "n": n, "factors": f, "token": token} for n, f in factors]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Factorization.id, Factorization.n],
+        set_={
+            "factors": stmt.excluded.factors,
+            "token": stmt.excluded.token,
+            "factored_at": func.now(),
+        },
+        where=Factorization.token < stmt.excluded.token,
+    )
+    session.execute(stmt)
     return True
 
 
@@ -195,6 +310,7 @@ def clear_all(session: Session, token: int) -> None:
         table.name
         for table in (
             SearchResult.__table__,
+            Factorization.__table__,
             SequenceValues.__table__,
             Sequence.__table__,
             FenceFloor.__table__,

@@ -38,7 +38,8 @@ def test_single_head() -> None:
 def test_upgrade_matches_models_and_downgrade_works(empty_database: str) -> None:
     schema.upgrade(empty_database)
     assert schema.current_revision(empty_database) == schema.head_revision()
-    assert {"sequences", "sequence_values", "searches", "fence_floors"} <= tables(empty_database)
+    expected = {"sequences", "sequence_values", "searches", "fence_floors", "factorizations"}
+    assert expected <= tables(empty_database)
     command.check(schema.alembic_config(empty_database))  # raises if autogenerate sees a diff
     schema.downgrade(empty_database, "base")
     assert tables(empty_database) == {"alembic_version"}
