@@ -23,6 +23,10 @@ from dotenv import load_dotenv
 ENVIRONMENTS = ("development", "production", "testing")
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
+# BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (worker/celery_app.py);
+# 14000 bits is at most 4215 decimal digits, under CPython's int/str limit of 4300.
+MAX_FACTOR_BUDGET = 600
+MAX_FACTOR_BITS = 14000
 
 
 class ConfigError(Exception):
@@ -47,6 +51,8 @@ class Settings:
     oeis_backoff: float
     oeis_rate: float
     backref_max_pages: int
+    factor_budget: float
+    factor_max_bits: int
     user_agent: str
     oeisdata_dir: Path | None
     commit: str | None
@@ -69,7 +75,9 @@ def _text(name: str, default: str) -> str:
     return value
 
 
-def _number(name: str, default: str, kind: type, minimum: float) -> float:
+def _number(
+    name: str, default: str, kind: type, minimum: float, maximum: float | None = None
+) -> float:
     raw = _text(name, default)
     try:
         value = kind(raw)
@@ -77,6 +85,8 @@ def _number(name: str, default: str, kind: type, minimum: float) -> float:
         raise ConfigError(f"{name} must be {_KINDS[kind]}, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    if maximum is not None and not value <= maximum:  # `not <=` also rejects NaN
+        raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
     return value
 
 
@@ -140,6 +150,11 @@ def load_settings() -> Settings:
         oeis_backoff=_number("BACKSCOPE_OEIS_BACKOFF", "2", float, 0.1),
         oeis_rate=_number("BACKSCOPE_OEIS_RATE", "2", float, 0.01),
         backref_max_pages=int(_number("BACKSCOPE_BACKREF_MAX_PAGES", "50", int, 1)),
+        # Seconds one value may take to factor; values above 2**max_bits are not tried.
+        # Bits are capped so that a value's decimal string (about 0.3 digits per bit)
+        # always converts to an int under CPython's 4300-digit limit.
+        factor_budget=_number("BACKSCOPE_FACTOR_BUDGET", "2", float, 0, MAX_FACTOR_BUDGET),
+        factor_max_bits=int(_number("BACKSCOPE_FACTOR_MAX_BITS", "512", int, 1, MAX_FACTOR_BITS)),
         user_agent=_text(
             "BACKSCOPE_USER_AGENT",
             f"Backscope/{_version()} (Numberscope back end; +https://github.com/numberscope/backscope)",

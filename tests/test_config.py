@@ -70,3 +70,32 @@ def test_startup_fails_with_one_line(module: str) -> None:
     assert result.stderr.strip().splitlines() == [
         "backscope: configuration error: BACKSCOPE_LOCK_TTL must be a whole number, got 'forever'"
     ]
+
+
+def test_factor_settings(bare_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.factor_budget, settings.factor_max_bits) == (2.0, 512)
+    bare_env.setenv("BACKSCOPE_FACTOR_BUDGET", "0.2")
+    bare_env.setenv("BACKSCOPE_FACTOR_MAX_BITS", "1024")
+    settings = load_settings()
+    assert (settings.factor_budget, settings.factor_max_bits) == (0.2, 1024)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("BACKSCOPE_FACTOR_BUDGET", "soon"),
+        ("BACKSCOPE_FACTOR_BUDGET", "-1"),
+        ("BACKSCOPE_FACTOR_BUDGET", "nan"),
+        ("BACKSCOPE_FACTOR_BUDGET", "inf"),
+        ("BACKSCOPE_FACTOR_MAX_BITS", "0"),
+        # Above 14000 bits a value's decimal string could exceed CPython's 4300 digits.
+        ("BACKSCOPE_FACTOR_MAX_BITS", "20000"),
+    ],
+)
+def test_malformed_factor_setting_is_named(
+    bare_env: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    bare_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
