@@ -2,14 +2,13 @@
 
 The work lock dedupes: whoever takes it enqueues the task (in the task's name, so the
 task id is known before it is sent); everyone else finds the owner's task id in the
-lock and waits on that task. The API never talks to the OEIS itself.
+lock and waits on that task (shared/enqueue.py). The API never talks to the OEIS itself.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.enqueue import MAX_ROUNDS, start_work
 from shared.errors import BackscopeError, UpstreamUnavailable
-from shared.lock import FINISHED_STATES, WorkLock, lock_key, read_lock, release_value
+from shared.lock import FINISHED_STATES, lock_key, read_lock
 from shared.redis_db import get_redis
 from shared.work import Work
 from worker.celery_app import app as celery
@@ -30,7 +30,6 @@ from worker.celery_app import app as celery
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-MAX_ROUNDS = 4
 LOCK_CHECK_INTERVAL = 1.0
 
 
@@ -46,37 +45,21 @@ class TaskFailed(Exception):
     """A task failed for a reason that is our bug, not the OEIS's: answer 500."""
 
 
+def send(work: Work, task_id: str) -> None:
+    celery.send_task(work.task, args=work.args, task_id=task_id)
+
+
+def task_state(task_id: str) -> str:
+    return AsyncResult(task_id, app=celery).state
+
+
 def start(work: Work) -> str:
     """The id of the task doing `work`: the one already in flight, or a new one."""
     settings = get_settings()
-    client = get_redis("locks")
     try:
-        for _ in range(MAX_ROUNDS):
-            lock = WorkLock(client, work.kind, work.subject, settings.lock_ttl)
-            task_id = str(uuid.uuid4())
-            if lock.take(task_id):
-                try:
-                    celery.send_task(work.task, args=work.args, task_id=task_id)
-                except BaseException:
-                    lock.release_quietly()
-                    raise
-                log.info(
-                    "work.enqueued",
-                    extra={"kind": work.kind, "subject": work.subject, "task_id": task_id},
-                )
-                return task_id
-            holder = lock.holder()
-            if holder is None:
-                continue  # released between our attempt and our look
-            if AsyncResult(holder.owner, app=celery).state not in FINISHED_STATES:
-                return holder.owner
-            # The owner finished or died without releasing: take over at once rather
-            # than wait out the TTL.
-            release_value(client, holder)
-            log.warning("work.took_over", extra={"key": holder.key, "owner": holder.owner})
+        return start_work(work, get_redis("locks"), settings.lock_ttl, send, task_state)
     except (RedisError, BrokerError) as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
-    raise UpstreamUnavailable("could not start the work; try again", 5)
 
 
 def schedule(work: Work) -> None:
