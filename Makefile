@@ -15,7 +15,7 @@ DEMO_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/bac
 .PHONY: help install run api worker beat migrate test lint format demo
 
 help: ## List the targets with one line each
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ install: $(VENV)/.installed ## Create .venv with pinned dependencies from pyproj
 migrate: install ## Create the database if missing and apply the committed migrations
 	$(BIN)/backscope migrate
 
-run: migrate ## Run API (gunicorn) + worker + beat in the foreground; Ctrl-C stops all
+run: migrate ## Run API (gunicorn) + download and factor workers + beat; Ctrl-C stops all
 	$(RUN) honcho start -f Procfile
 
 api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
@@ -36,6 +36,13 @@ api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
 
 worker: install ## Run only a download worker
 	$(RUN) celery -A worker.celery_app worker -Q downloads,maintenance -l INFO
+
+# Factoring is CPU-bound: its own queue and workers, one process per core unless
+# FACTOR_CONCURRENCY=N says otherwise. Download workers never take factor tasks.
+.PHONY: factor-worker
+factor-worker: install ## Run only a factor worker (FACTOR_CONCURRENCY=N, default: cores)
+	$(RUN) celery -A worker.celery_app worker -Q factors -n factors@%h -l INFO \
+		$(if $(FACTOR_CONCURRENCY),-c $(FACTOR_CONCURRENCY))
 
 beat: install ## Run only celery beat (periodic lock purging); run exactly one
 	$(RUN) celery -A worker.celery_app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"

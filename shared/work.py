@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 DOWNLOADS_QUEUE = "downloads"
 MAINTENANCE_QUEUE = "maintenance"
+# CPU-bound factoring has its own queue and workers, so it never delays downloads.
+FACTORS_QUEUE = "factors"
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class Work:
     kind: str  # the lock key's kind: backscope:lock:<kind>:<subject>
     subject: str
     task: str
-    args: tuple[str, ...]
+    args: tuple[str | int, ...]
 
     def log_fields(self) -> dict[str, str]:
         """What a log line about this work should name."""
@@ -36,6 +38,11 @@ def metadata_work(seq_id: str) -> Work:
 
 def backrefs_work(seq_id: str) -> Work:
     return Work("backrefs", seq_id, "backscope.fetch_backrefs", (seq_id,))
+
+
+def factors_work(seq_id: str, count: int = 0) -> Work:
+    """Factor the first `count` terms (all when 0) that have no stored factorization."""
+    return Work("factors", seq_id, "backscope.factor_values", (seq_id, count))
 
 
 def search_work(term: str) -> Work:

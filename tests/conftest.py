@@ -79,8 +79,8 @@ from sqlalchemy import text  # noqa: E402
 
 from shared import schema  # noqa: E402
 from shared.config import get_settings  # noqa: E402
-from shared.models import Base  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402
+from shared.models import Base  # noqa: E402
 from shared.redis_db import get_redis  # noqa: E402
 
 
@@ -123,11 +123,20 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
 
 
 def _wait_for_idle(timeout: float = 20) -> None:
-    """Let work a test started in the background (e.g. metadata) finish before the next test."""
-    from shared.lock import list_locks
+    """Let work a test started in the background (e.g. metadata) finish before the next test.
+
+    Not factoring: every download schedules it, but only tests that start a factor worker
+    run it (tests/test_factors.py); elsewhere its lock would just sit out its TTL.
+    """
+    from shared.lock import list_locks, lock_key
+
+    factors = lock_key("factors", "")
+
+    def busy() -> bool:
+        return any(not info.key.startswith(factors) for info in list_locks(get_redis("locks")))
 
     deadline = time.monotonic() + timeout
-    while list_locks(get_redis("locks")) and time.monotonic() < deadline:
+    while busy() and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

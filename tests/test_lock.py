@@ -103,7 +103,9 @@ def test_list_locks(redis) -> None:
     WorkLock(redis, "values", "A000045", ttl=30).take("task-1")
     WorkLock(redis, "metadata", "A000045", ttl=30).take("task-2")
     assert [info.key for info in list_locks(redis)] == [
-        "backscope:lock:metadata:A000045", "backscope:lock:values:A000045"]
+        "backscope:lock:metadata:A000045",
+        "backscope:lock:values:A000045",
+    ]
 
 
 def test_owner_must_be_a_task_id(redis) -> None:

@@ -4,6 +4,7 @@ the global rate limit and the local oeisdata source."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -66,8 +67,14 @@ def test_unknown_sequence(oeis) -> None:
 
 @pytest.mark.parametrize(
     "header, seconds",
-    [(None, None), ("", None), ("7", 7), ("99999", 3600), ("soon", None),
-     ("Wed, 21 Oct 2015 07:28:00 GMT", 0)],
+    [
+        (None, None),
+        ("", None),
+        ("7", 7),
+        ("99999", 3600),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0),
+    ],
 )
 def test_retry_after_parsing(header, seconds) -> None:
     assert retry_after_seconds(header) == seconds
@@ -98,7 +105,7 @@ def test_rate_limiter_spaces_requests_across_threads() -> None:
         thread.join()
     times.sort()
     assert len(times) == 12
-    assert all(b - a >= 0.19 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(times))
 
 
 def busiest_second(times: list[float]) -> int:
@@ -117,21 +124,26 @@ def test_two_workers_share_one_rate(app, fake_oeis, workers) -> None:
         assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     times = [r.time for r in fake_oeis.requests if r.path.endswith(".txt")]
     assert len(times) == 30
-    print(f"\n30 downloads over {max(times) - min(times):.1f} s, "
-          f"busiest second: {busiest_second(times)} requests")
+    print(
+        f"\n30 downloads over {max(times) - min(times):.1f} s, "
+        f"busiest second: {busiest_second(times)} requests"
+    )
     assert busiest_second(times) <= 5
 
 
 def test_throttled_three_times_then_healthy(app, fake_oeis, workers) -> None:
-    workers("backoff", env={"BACKSCOPE_OEIS_BACKOFF": "0.5", "BACKSCOPE_OEIS_MAX_ATTEMPTS": "5"},
-            concurrency=1)
+    workers(
+        "backoff",
+        env={"BACKSCOPE_OEIS_BACKOFF": "0.5", "BACKSCOPE_OEIS_MAX_ATTEMPTS": "5"},
+        concurrency=1,
+    )
     fake_oeis.throttle = 3
     fake_oeis.retry_after = 0
     task = api.jobs.start(values_work("A000027"))
     assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     requests = [r for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
     assert [r.status for r in requests] == [503, 503, 503, 200]
-    gaps = [b.time - a.time for a, b in zip(requests, requests[1:], strict=False)]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(requests)]
     print(f"\nbackoff gaps: {', '.join(f'{gap:.2f} s' for gap in gaps)}")
     assert gaps == sorted(gaps)
 
@@ -148,9 +160,21 @@ def test_always_throttled_releases_the_lock_and_stores_nothing(client, fake_oeis
 
 # ------------------------------------------------------------- local oeisdata source
 
-SEQ_LINES = {"data": "S", "name": "N", "comment": "C", "link": "H", "formula": "F",
-             "example": "e", "maple": "p", "mathematica": "t", "program": "o", "xref": "Y",
-             "keyword": "K", "offset": "O", "author": "A"}
+SEQ_LINES = {
+    "data": "S",
+    "name": "N",
+    "comment": "C",
+    "link": "H",
+    "formula": "F",
+    "example": "e",
+    "maple": "p",
+    "mathematica": "t",
+    "program": "o",
+    "xref": "Y",
+    "keyword": "K",
+    "offset": "O",
+    "author": "A",
+}
 
 
 def write_oeisdata(root: Path) -> None:

@@ -75,10 +75,22 @@ def beat(tmp_path):
 
     def start(interval: int) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "beat", "-l", "INFO",
-             "--schedule", str(tmp_path / "beat-schedule")],
-            cwd=ROOT, env={**os.environ, "BACKSCOPE_PURGE_INTERVAL": str(interval)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "beat",
+                "-l",
+                "INFO",
+                "--schedule",
+                str(tmp_path / "beat-schedule"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "BACKSCOPE_PURGE_INTERVAL": str(interval)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         processes.append(process)
         return process
@@ -111,8 +123,10 @@ def test_kill_9_mid_download_recovers(app, fake_oeis, workers, short_lock, beat,
 
     response = get_until_200(client, f"/api/get_oeis_values/{SEQ}/5", timeout=ttl + 30)
     recovery = time.monotonic() - killed
-    print(f"\nrecovery after kill -9 ({mode}: lock TTL {ttl} s, purge every "
-          f"{purge_interval or '-'} s): {recovery:.1f} s")
+    print(
+        f"\nrecovery after kill -9 ({mode}: lock TTL {ttl} s, purge every "
+        f"{purge_interval or '-'} s): {recovery:.1f} s"
+    )
     assert response.status_code == 200
     assert response.get_json()["values"] == {str(n): str(n) for n in range(1, 6)}
     assert fake_oeis.bfile_downloads(SEQ) == 2
@@ -141,8 +155,9 @@ def test_stalled_worker_cannot_overwrite_newer_data(app, fake_oeis, workers, sho
     sleeper.signal(signal.SIGCONT)  # it wakes up with its old download in hand
     wait_until(lambda: "store.write_refused" in sleeper.output(), 20, "the refusal")
     assert stored_token(SEQ) == second_token
-    refusal = next(json.loads(line) for line in sleeper.output().splitlines()
-                   if "store.write_refused" in line)
+    refusal = next(
+        json.loads(line) for line in sleeper.output().splitlines() if "store.write_refused" in line
+    )
     assert refusal["seq_id"] == SEQ and refusal["token"] == first_fence
     assert "lock.lost" in sleeper.output() or "lock.release_not_owned" in sleeper.output()
 
@@ -175,10 +190,14 @@ def test_one_purge_removes_exactly_the_stale_locks(app, fake_oeis, workers, capl
         removed = purge_stale_locks()
 
     assert sorted(removed) == sorted(
-        [lock_key("values", "A000001"), lock_key("values", "A000002"), lock_key("values", SEQ)])
+        [lock_key("values", "A000001"), lock_key("values", "A000002"), lock_key("values", SEQ)]
+    )
     assert read_lock(redis, lock_key("values", "A000040")).owner == task_id
-    reasons = {record.key: record.reason for record in caplog.records
-               if record.getMessage() == "lock.purged"}
+    reasons = {
+        record.key: record.reason
+        for record in caplog.records
+        if record.getMessage() == "lock.purged"
+    }
     assert reasons == {
         lock_key("values", "A000001"): "owner task success",
         lock_key("values", "A000002"): "no TTL",
@@ -193,9 +212,12 @@ def test_fifty_concurrent_requests_one_download(app, fake_oeis, workers) -> None
     fake_oeis.latency = 1.0
     client = app.test_client()
     with ThreadPoolExecutor(50) as pool:
-        responses = list(pool.map(
-            lambda _: get_until_200(client, "/api/get_oeis_name_and_values/A000040", 30),
-            range(50)))
+        responses = list(
+            pool.map(
+                lambda _: get_until_200(client, "/api/get_oeis_name_and_values/A000040", 30),
+                range(50),
+            )
+        )
     assert [r.status_code for r in responses] == [200] * 50
     assert all(len(r.get_json()["values"]) == 10000 for r in responses)
     assert fake_oeis.bfile_downloads("A000040") == 1

@@ -13,7 +13,7 @@ from kombu import Queue
 from shared.config import ConfigError, get_settings
 from shared.db import dispose_engine
 from shared.logs import configure_logging
-from shared.work import DOWNLOADS_QUEUE, MAINTENANCE_QUEUE
+from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE
 
 try:
     settings = get_settings()
@@ -30,7 +30,7 @@ app = Celery(
     "backscope",
     broker=settings.redis_db_url("broker"),
     backend=settings.redis_db_url("results"),
-    include=["worker.fetch", "worker.locks", "worker.maintenance"],
+    include=["worker.fetch", "worker.locks", "worker.maintenance", "worker.factor"],
 )
 app.conf.update(
     task_serializer="json",
@@ -51,8 +51,12 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": 2 * (HARD_LIMIT + MAX_RETRY_COUNTDOWN)},
     result_backend_transport_options={"visibility_timeout": 2 * (HARD_LIMIT + MAX_RETRY_COUNTDOWN)},
     task_default_queue=DOWNLOADS_QUEUE,
-    task_queues=[Queue(DOWNLOADS_QUEUE), Queue(MAINTENANCE_QUEUE)],
-    task_routes={"backscope.maintenance.*": {"queue": MAINTENANCE_QUEUE}},
+    # Download workers consume downloads,maintenance; factor workers only factors.
+    task_queues=[Queue(DOWNLOADS_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(FACTORS_QUEUE)],
+    task_routes={
+        "backscope.maintenance.*": {"queue": MAINTENANCE_QUEUE},
+        "backscope.factor_values": {"queue": FACTORS_QUEUE},
+    },
     beat_schedule={
         "purge-stale-locks": {
             "task": "backscope.maintenance.purge_stale_locks",

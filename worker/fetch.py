@@ -12,9 +12,9 @@ from shared.oeis import OEISClient
 from shared.oeisdata import LocalOEIS
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
-from shared.work import backrefs_work, metadata_work, search_work, values_work
+from shared.work import backrefs_work, factors_work, metadata_work, search_work, values_work
 from worker.celery_app import app
-from worker.locked import run_locked
+from worker.locked import run_locked, schedule
 
 FETCH_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
 
@@ -36,9 +36,14 @@ def metadata_source() -> fetch.MetadataSource:
 
 @app.task(name="backscope.fetch_values", **FETCH_OPTIONS)
 def fetch_values(self: Task, seq_id: str) -> dict[str, str]:
-    return run_locked(
+    result = run_locked(
         self, values_work(seq_id), lambda token: fetch.fetch_values(oeis_client(), seq_id, token)
     )
+    if result["outcome"] == "stored":
+        # Factor the new terms in the background, on the factors queue (as the old
+        # Backscope did after every download); the lock is released by now.
+        schedule(factors_work(seq_id))
+    return result
 
 
 @app.task(name="backscope.fetch_metadata", **FETCH_OPTIONS)

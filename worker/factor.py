@@ -1,0 +1,36 @@
+"""The factor task: factor a stored sequence's terms, on its own queue.
+
+It runs on the `factors` queue (worker/celery_app.py routes it there), served by its own
+workers (`make factor-worker`, or the `factors` line of the Procfile), so CPU-bound
+factoring never delays a download. It locks its unit of work like the downloads do and
+calls shared.factoring.
+"""
+
+from __future__ import annotations
+
+from celery import Task
+
+from shared import factoring
+from shared.config import get_settings
+from shared.work import factors_work
+from worker.celery_app import app
+from worker.locked import run_locked, schedule
+
+FACTOR_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+
+
+@app.task(name="backscope.factor_values", **FACTOR_OPTIONS)
+def factor_values(self: Task, seq_id: str, count: int = 0) -> dict[str, str]:
+    """Factor the first `count` terms (all when 0) of `seq_id` not factored yet."""
+    settings = get_settings()
+    limits = factoring.Limits(settings.factor_budget, settings.factor_max_bits)
+    work = factors_work(seq_id, count)
+    result = run_locked(
+        self, work, lambda token: factoring.factor_values(seq_id, count, token, limits)
+    )
+    if result["outcome"] == "partial":
+        # Out of time for this slice: the rest goes to the back of the queue, so other
+        # sequences' factoring gets a turn. Anyone waiting on this task finds the
+        # continuation in the lock.
+        result["continued_by"] = schedule(work) or ""
+    return result
