@@ -90,14 +90,17 @@ def _abandoned(work: Work, task_id: str) -> bool:
     return holder is None or holder.owner != task_id
 
 
-def wait(tasks: dict[str, Work], deadline: float) -> list[str]:
+def wait(
+    tasks: dict[str, Work], deadline: float, ready: Callable[[], bool] | None = None
+) -> list[str]:
     """Wait until every task has finished, or the deadline passes, or one of them is found
-    abandoned; return the ids of the unfinished ones (empty when all finished).
+    abandoned, or `ready()` says the data is there already; return the ids of the
+    unfinished ones (empty when all finished, or to read again).
 
     Polls the result backend: cheap (one GET per task per poll), safe in threads, and the
     first polls come quickly so a fast download answers fast. About once a second it also
     checks that each task still holds its lock, so a crashed download is noticed within
-    one lock TTL (or one purge) rather than after the whole wait.
+    one lock TTL (or one purge) rather than after the whole wait, and calls `ready`.
     """
     pending = {tid: AsyncResult(tid, app=celery) for tid in tasks}
     delay = 0.005
@@ -117,6 +120,8 @@ def wait(tasks: dict[str, Work], deadline: float) -> list[str]:
                 next_lock_check = now + LOCK_CHECK_INTERVAL
                 if any(_abandoned(tasks[tid], tid) for tid in pending):
                     return []  # the caller reads again, then starts the work afresh
+                if ready is not None and ready():
+                    return []  # stored before the task finished: the caller reads it
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 1.5, 0.1)
     except (RedisError, BrokerError) as exc:
@@ -124,12 +129,20 @@ def wait(tasks: dict[str, Work], deadline: float) -> list[str]:
     return []
 
 
-def obtain(read: Callable[[Session], T | list[Work]]) -> T:
+def obtain(read: Callable[[Session], T | list[Work]], progressive: bool = False) -> T:
     """Serve cached data, fetching what is missing first.
 
     `read` returns the data, or the list of work needed before it can. It may raise
-    (e.g. NotFound for a sequence the OEIS does not have).
+    (e.g. NotFound for a sequence the OEIS does not have). `progressive` work stores its
+    results as it goes (factoring, in batches): then `read` is also tried about once a
+    second while waiting, so a request for a few terms need not wait for a task that
+    factors a whole sequence.
     """
+
+    def ready() -> bool:
+        with session_scope() as session:
+            return not isinstance(read(session), list)
+
     deadline = time.monotonic() + get_settings().sync_wait
     task_ids: list[str] = []
     for round_ in range(MAX_ROUNDS + 1):
@@ -141,7 +154,7 @@ def obtain(read: Callable[[Session], T | list[Work]]) -> T:
             break
         tasks = {start(work): work for work in found}
         task_ids = list(tasks)
-        unfinished = wait(tasks, deadline)
+        unfinished = wait(tasks, deadline, ready if progressive else None)
         if unfinished:
             raise Pending(unfinished[0])
     # The tasks finished but stored nothing readable (e.g. another task took over):

@@ -19,8 +19,24 @@ from shared.db import session_scope
 from shared.errors import NotFound
 from shared.ids import normalize_id
 from shared.redis_db import get_redis
-from shared.store import Values, is_missing, read_search, read_sequence, read_values
-from shared.work import Work, backrefs_work, metadata_work, search_work, values_work
+from shared.store import (
+    Factors,
+    Values,
+    factors_complete,
+    is_missing,
+    read_factors,
+    read_search,
+    read_sequence,
+    read_values,
+)
+from shared.work import (
+    Work,
+    backrefs_work,
+    factors_work,
+    metadata_work,
+    search_work,
+    values_work,
+)
 from worker.celery_app import app as celery
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -62,16 +78,19 @@ def _placeholder(seq_id: str) -> str:
 def get_oeis_values(seq_id: str, count: str) -> Response:
     seq_id, n = normalize_id(seq_id), parse_count(count)
 
-    def read(session: Session) -> Values | list[Work]:
+    def read(session: Session) -> tuple[Values, bool] | list[Work]:
         values = read_values(session, seq_id, n)
         if values is not None:
-            return values
+            factored = factors_complete(session, seq_id, values.first_index, len(values.terms))
+            return values, factored
         _check_missing(session, seq_id)
         return [values_work(seq_id)]
 
-    values = obtain(read)
+    values, factored = obtain(read)
     if values.name is None:
         schedule(metadata_work(seq_id))
+    if not factored:
+        schedule(factors_work(seq_id, n))
     return jsonify(
         {"id": seq_id, "name": values.name or _placeholder(seq_id), "values": _values_dict(values)}
     )
@@ -118,6 +137,31 @@ def get_oeis_metadata(seq_id: str) -> Response:
         }
 
     return jsonify(obtain(read))
+
+
+@bp.get("/get_oeis_factors/<seq_id>/<count>")
+def get_oeis_factors(seq_id: str, count: str) -> Response:
+    seq_id, n = normalize_id(seq_id), parse_count(count)
+
+    def read(session: Session) -> Factors | list[Work]:
+        factors = read_factors(session, seq_id, n)
+        if factors is None:  # the values come first
+            _check_missing(session, seq_id)
+            return [values_work(seq_id)]
+        if factors.complete:
+            return factors
+        return [factors_work(seq_id, n)]
+
+    factors = obtain(read, progressive=True)
+    if factors.name is None:
+        schedule(metadata_work(seq_id))
+    return jsonify(
+        {
+            "id": seq_id,
+            "name": factors.name or _placeholder(seq_id),
+            "factors": {str(index): text for index, text in factors.factors.items()},
+        }
+    )
 
 
 @bp.get("/search_oeis/<path:term>")
