@@ -46,9 +46,11 @@ import contextlib
 import enum
 import functools
 import logging
+import math
 import operator
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -369,6 +371,7 @@ def _run_child(argv: list[str], stdin_text: str, timeout: float) -> str | None:
     except OSError as exc:
         log.warning("cannot start %s: %s", argv[0], exc)
         return None
+    _limit_cpu(proc, timeout)
     finished = False
     try:
         out, err = proc.communicate(stdin_text, timeout=timeout)
@@ -390,6 +393,23 @@ def _run_child(argv: list[str], stdin_text: str, timeout: float) -> str | None:
         log.warning("%s exited with %s: %s", argv[0], proc.returncode, (err or "")[-500:])
         return None
     return out
+
+
+def _limit_cpu(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Cap the child's CPU time just above its wall-clock budget (Linux prlimit).
+
+    The timeout above kills the child only while this process lives. If this process
+    is SIGKILLed meanwhile (OOM killer, `docker kill`, a test tearing a worker down),
+    the kernel still ends a single-threaded child that would otherwise grind on a hard
+    number for hours. CPU time never exceeds wall time for such a child, so this never
+    cuts a factorization the budget allows.
+    """
+    prlimit = getattr(resource, "prlimit", None)
+    if prlimit is None:
+        return
+    seconds = math.ceil(timeout) + 1
+    with contextlib.suppress(OSError, ValueError):  # e.g. the child has already exited
+        prlimit(proc.pid, resource.RLIMIT_CPU, (seconds, seconds + 1))
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

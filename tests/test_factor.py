@@ -7,6 +7,7 @@ import math
 import os
 import re
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -348,6 +349,13 @@ def test_timeout_kills_grandchild_holding_the_pipe(tmp_path: Path) -> None:
     assert time.monotonic() - start < 3.5
     assert _new_children() == []
     assert _dead(int(pidfile.read_text()))
+
+
+def test_child_cpu_time_is_capped_in_case_the_parent_dies() -> None:
+    # The kernel ends a child that outlives a SIGKILLed worker once it has used its
+    # budget (rounded up) plus a second of CPU.
+    code = "import resource, time; time.sleep(0.3); print(resource.getrlimit(resource.RLIMIT_CPU))"
+    assert factor._run_child([sys.executable, "-c", code], "", timeout=2.5) == "(4, 5)\n"
 
 
 # ------------------------------------------------------------------------ helpers
