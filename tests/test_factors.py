@@ -1,0 +1,360 @@
+"""Factorizations: stored per index, computed once, on their own queue and workers.
+
+The first tests call the store and the task body directly; the rest go through the API,
+a download worker (the session's) and factor workers each test starts for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import sympy
+from sqlalchemy import func, select
+
+from shared.db import session_scope
+from shared.factor import NO_FAC
+from shared.factoring import Limits, factor_term, factor_values
+from shared.lock import lock_key, read_lock
+from shared.models import Factorization, Sequence
+from shared.parsing import BFile
+from shared.redis_db import get_redis
+from shared.store import clear_all, forget, store_factors, store_values
+from shared.work import FACTORS_QUEUE, factors_work
+from tests.conftest import WorkerProcess
+from worker.celery_app import app as celery
+
+LIMITS = Limits(budget=2.0, max_bits=512)
+
+
+def rows(seq_id: str) -> dict[int, tuple[str, int, object]]:
+    """index -> (factorization, token, factored_at)"""
+    with session_scope() as session:
+        found = session.execute(
+            select(
+                Factorization.n,
+                Factorization.factors,
+                Factorization.token,
+                Factorization.factored_at,
+            )
+            .where(Factorization.id == seq_id)
+            .order_by(Factorization.n)
+        )
+        return {n: (text, token, at) for n, text, token, at in found}
+
+
+def product(text: str) -> int:
+    """The value a factorization string stands for (checking that the primes ascend)."""
+    if text == "[0,1]":
+        return 0
+    pairs = [tuple(map(int, pair.split(","))) for pair in text[1:-1].split(";") if pair]
+    sign = 1
+    if pairs and pairs[0] == (-1, 1):
+        sign, pairs = -1, pairs[1:]
+    primes = [p for p, _ in pairs]
+    assert primes == sorted(set(primes)) and all(sympy.isprime(p) for p in primes), text
+    return sign * math.prod(p**e for p, e in pairs)
+
+
+def queued_factor_tasks() -> int:
+    with celery.connection_for_read() as connection:
+        queue = celery.amqp.queues[FACTORS_QUEUE].bind(connection.default_channel)
+        return queue.queue_declare().message_count
+
+
+def purge_factor_queue() -> None:
+    with celery.connection_for_write() as connection:
+        celery.amqp.queues[FACTORS_QUEUE].bind(connection.default_channel).purge()
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def get_until_200(client, path: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(path)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        assert response.status_code == 202, response.get_json()
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------ store and body
+
+
+@pytest.fixture
+def stored_naturals(database):
+    """A000027's first 100 terms stored directly (no download, so no background factoring)."""
+    with session_scope() as session:
+        store_values(session, "A000027", BFile(1, [str(n) for n in range(1, 101)]), token=5)
+    return 5
+
+
+def test_factor_term_checks_the_length_before_converting() -> None:
+    assert factor_term("-12", LIMITS, None) == "[-1,1;2,2;3,1]"
+    assert factor_term("0", LIMITS, None) == "[0,1]"
+    assert factor_term(str(2**512), LIMITS, None) == "[2,512]"  # exactly the limit: tried
+    assert factor_term(str(2**512 + 1), LIMITS, None) == NO_FAC  # above it: not tried
+    assert factor_term("1" + "0" * 200, LIMITS, None) == NO_FAC
+    # int("9" * 5000) would raise ValueError (CPython's 4300-digit limit): never converted.
+    assert factor_term("9" * 5000, Limits(2.0, 14000), None) == NO_FAC
+    assert factor_term("-" + "7" * 100_000, LIMITS, None) == NO_FAC
+
+
+def test_body_factors_only_missing_terms_in_batches(stored_naturals) -> None:
+    assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"
+    first = rows("A000027")
+    assert list(first) == list(range(1, 11))
+    assert first[1][0] == "[]" and first[6][0] == "[2,1;3,1]" and first[8][0] == "[2,3]"
+    assert factor_values("A000027", 10, token=101, limits=LIMITS) == "cached"
+    assert factor_values("A000027", 0, token=102, limits=LIMITS) == "stored"
+    everything = rows("A000027")
+    assert len(everything) == 100
+    assert all(everything[n] == first[n] for n in first)  # not computed again
+    assert {everything[n][1] for n in range(11, 101)} == {102}
+    assert factor_values("A000045", 0, token=103, limits=LIMITS) == "no_values"
+
+
+def test_body_stops_at_the_end_of_its_slice_with_progress_stored(stored_naturals) -> None:
+    assert factor_values("A000027", 0, token=100, limits=LIMITS, slice_seconds=0) == "partial"
+    assert len(rows("A000027")) == 1
+    assert factor_values("A000027", 0, token=101, limits=LIMITS) == "stored"
+    assert len(rows("A000027")) == 100
+
+
+def test_factor_writes_are_fenced(stored_naturals) -> None:
+    values_token = stored_naturals
+    with session_scope() as session:
+        assert store_factors(session, "A000027", values_token, [(1, "[]"), (2, "[2,1]")], 50)
+    # An older task's write neither overwrites a newer row nor is lost where none exists.
+    with session_scope() as session:
+        assert store_factors(session, "A000027", values_token, [(2, "x"), (3, "[3,1]")], 40)
+    assert {n: row[:2] for n, row in rows("A000027").items()} == {
+        1: ("[]", 50),
+        2: ("[2,1]", 50),
+        3: ("[3,1]", 40),
+    }
+    # Factors of values that have since been replaced are refused.
+    with session_scope() as session:
+        assert not store_factors(session, "A000027", values_token - 1, [(4, "[2,2]")], 60)
+    # Forgetting the sequence deletes its factors and refuses writes started before.
+    with session_scope() as session:
+        forget(session, ["A000027"], token=70)
+    assert rows("A000027") == {}
+    with session_scope() as session:
+        store_values(session, "A000027", BFile(1, ["1", "2"]), token=80)
+    with session_scope() as session:
+        assert not store_factors(session, "A000027", 80, [(1, "[]")], 65)
+    with session_scope() as session:
+        assert store_factors(session, "A000027", 80, [(1, "[]")], 81)
+    with session_scope() as session:
+        clear_all(session, token=90)
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Factorization)) == 0
+        assert session.scalar(select(func.count()).select_from(Sequence)) == 0
+
+
+def test_new_values_drop_old_factors_only_when_the_terms_changed(stored_naturals) -> None:
+    assert factor_values("A000027", 5, token=100, limits=LIMITS) == "stored"
+    same = BFile(1, [str(n) for n in range(1, 101)])
+    with session_scope() as session:
+        assert store_values(session, "A000027", same, token=200)
+    assert len(rows("A000027")) == 5
+    with session_scope() as session:
+        assert store_values(session, "A000027", BFile(0, ["7", "8"]), token=300)
+    assert rows("A000027") == {}
+    # A factor task that read the old values cannot store their factors now.
+    with session_scope() as session:
+        assert not store_factors(session, "A000027", 200, [(0, "[]")], token=350)
+    assert factor_values("A000027", 0, token=400, limits=LIMITS) == "stored"
+    assert {n: row[0] for n, row in rows("A000027").items()} == {0: "[7,1]", 1: "[2,3]"}
+
+
+# ------------------------------------------------------------------ through the API
+
+
+@pytest.fixture
+def factor_workers(database, tmp_path: Path):
+    """Start factor workers (queue `factors` only) for this test; downloads stay with the
+    session worker. Factor work queued by earlier tests is dropped first.
+
+    They are killed at the end rather than asked to finish what they run (a whole
+    sequence's factoring can take minutes); a gp child left behind is ended by its CPU
+    limit (shared/factor.py) within the budget plus a second or two.
+    """
+    started: list[WorkerProcess] = []
+
+    def start(name: str = "factors", concurrency: int = 2, **env: str) -> WorkerProcess:
+        purge_factor_queue()
+        process = WorkerProcess(
+            name, tmp_path / f"{name}.log", queues=FACTORS_QUEUE, concurrency=concurrency, env=env
+        )
+        started.append(process)
+        return process.wait_ready()
+
+    yield start
+    purge_factor_queue()
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):
+            process.signal(signal.SIGKILL)
+        process.stop()
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/api/get_oeis_factors/A000000/5", 404),
+        ("/api/get_oeis_factors/A0000/5", 400),
+        ("/api/get_oeis_factors/A000045/-1", 400),
+        ("/api/get_oeis_factors/A000045/ten", 400),
+    ],
+)
+def test_factors_errors_are_those_of_values(client, path: str, status: int) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert isinstance(response.get_json()["error"], str)
+
+
+@pytest.mark.slow
+def test_factors_shape_and_format(client, factor_workers) -> None:
+    factor_workers()
+    response = get_until_200(client, "/api/get_oeis_factors/A000027/12")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert list(body) == ["id", "name", "factors"]
+    assert body["id"] == "A000027" and isinstance(body["name"], str)
+    assert body["factors"] == {
+        "1": "[]",
+        "2": "[2,1]",
+        "3": "[3,1]",
+        "4": "[2,2]",
+        "5": "[5,1]",
+        "6": "[2,1;3,1]",
+        "7": "[7,1]",
+        "8": "[2,3]",
+        "9": "[3,2]",
+        "10": "[2,1;5,1]",
+        "11": "[11,1]",
+        "12": "[2,2;3,1]",
+    }
+    assert list(body["factors"]) == [str(n) for n in range(1, 13)]  # index order
+
+    fib = get_until_200(client, "/api/get_oeis_factors/a000045/6").get_json()
+    assert fib["id"] == "A000045"
+    assert fib["factors"] == {
+        "0": "[0,1]",
+        "1": "[]",
+        "2": "[]",
+        "3": "[2,1]",
+        "4": "[3,1]",
+        "5": "[5,1]",
+    }
+
+    # Negative indices and values; every string multiplies out to its value.
+    factors = get_until_200(client, "/api/get_oeis_factors/A078302/0").get_json()["factors"]
+    values = client.get("/api/get_oeis_values/A078302/0").get_json()["values"]
+    assert list(factors) == list(values) and len(factors) == 244
+    assert factors["-43"] == "[-1,1;2,1;3,1;43,1;307,1]"  # -79206
+    assert all(product(factors[n]) == int(values[n]) for n in values)
+
+
+@pytest.mark.slow
+def test_more_terms_compute_only_the_missing_ones(client, factor_workers, stored_naturals) -> None:
+    factor_workers()
+    assert get_until_200(client, "/api/get_oeis_factors/A000027/10").status_code == 200
+    first = rows("A000027")
+    assert list(first) == list(range(1, 11))
+
+    body = get_until_200(client, "/api/get_oeis_factors/A000027/25").get_json()
+    assert list(body["factors"]) == [str(n) for n in range(1, 26)]
+    after = rows("A000027")
+    assert list(after) == list(range(1, 26))
+    assert all(after[n] == first[n] for n in first)  # same token and time: not recomputed
+    assert len({after[n][1] for n in range(11, 26)} - {first[1][1]}) == 1  # one newer task
+
+    # Fewer terms than are stored: answered at once, and no factor work is started.
+    response = client.get("/api/get_oeis_factors/A000027/5")
+    assert response.status_code == 200
+    assert read_lock(get_redis("locks"), lock_key("factors", "A000027")) is None
+    assert rows("A000027") == after
+
+    everything = get_until_200(client, "/api/get_oeis_factors/A000027/0").get_json()
+    assert len(everything["factors"]) == 100
+
+
+@pytest.mark.slow
+def test_downloads_schedule_factoring_and_values_requests_fill_gaps(client, factor_workers) -> None:
+    factor_workers()
+    assert client.get("/api/get_oeis_values/A153080/3").status_code == 200  # 1001 terms
+    wait_until(lambda: len(rows("A153080")) == 1001, 60, "background factoring of the download")
+    response = client.get("/api/get_oeis_factors/A153080/0")
+    assert response.status_code == 200
+    assert response.get_json()["factors"]["1000"] == "[2,1;3,1;11,1;197,1]"  # 13 * 1000 + 2
+
+    # Everything factored: a values request starts no work (nothing but two reads).
+    get_redis("locks").flushdb()
+    assert client.get("/api/get_oeis_values/A153080/50").status_code == 200
+    assert read_lock(get_redis("locks"), lock_key("factors", "A153080")) is None
+    assert queued_factor_tasks() == 0
+
+    # Factors lost (say the background task never ran): a values request schedules them.
+    with session_scope() as session:
+        session.execute(Factorization.__table__.delete().where(Factorization.n >= 40))
+    assert client.get("/api/get_oeis_values/A153080/50").status_code == 200
+    wait_until(lambda: len(rows("A153080")) == 50, 30, "the values request's factoring")
+
+
+@pytest.mark.slow
+def test_value_out_of_time_is_no_fac_the_rest_factored_worker_keeps_serving(
+    client, factor_workers
+) -> None:
+    factors = factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="0.5")
+    body = get_until_200(client, "/api/get_oeis_factors/A900100/0", timeout=60).get_json()
+    values = client.get("/api/get_oeis_values/A900100/0").get_json()["values"]
+    hard = {"3", "6", "9"}  # products of two ~150-bit primes
+    assert list(body["factors"]) == list(values) == [str(n) for n in range(1, 13)]
+    assert {n for n, text in body["factors"].items() if text == NO_FAC} == hard
+    for n, text in body["factors"].items():
+        if n not in hard:
+            assert product(text) == int(values[n]), (n, text)
+    assert body["factors"]["8"] == "[274177,1;67280421310721,1]"  # needed a gp child
+    assert body["factors"]["12"] == "[-1,1;2147483647,1]"
+
+    # The same worker process goes on serving.
+    naturals = get_until_200(client, "/api/get_oeis_factors/A000027/20").get_json()["factors"]
+    assert naturals["20"] == "[2,2;5,1]"
+    assert factors.process.poll() is None
+
+
+@pytest.mark.slow
+def test_download_is_not_delayed_by_a_saturated_factor_queue(client, factor_workers) -> None:
+    # A 5 s budget: the factor worker spends about 15 s on A900100's three hard values.
+    factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="5")
+    assert client.get("/api/get_oeis_values/A900100/0").status_code == 200
+    lock = lock_key("factors", "A900100")
+
+    def factoring_started() -> bool:
+        holder = read_lock(get_redis("locks"), lock)
+        return holder is not None and celery.AsyncResult(holder.owner).state == "STARTED"
+
+    wait_until(factoring_started, 20, "the factor worker to start on A900100")
+    busy_task = read_lock(get_redis("locks"), lock).owner
+    celery.send_task(factors_work("A000040").task, args=["A000040", 0])  # queued behind it
+
+    # A download of an uncached sequence goes through while the factor worker is busy.
+    response = client.get("/api/get_oeis_values/A000045/10")
+
+    assert response.status_code == 200
+    assert response.get_json()["values"]["9"] == "34"
+    assert celery.AsyncResult(busy_task).state == "STARTED"  # still factoring
+    assert queued_factor_tasks() >= 1  # and more factor work waiting
