@@ -39,10 +39,13 @@ worker: install ## Run only a download worker
 
 # Factoring is CPU-bound: its own queue and workers, one process per core unless
 # FACTOR_CONCURRENCY=N says otherwise. Download workers never take factor tasks.
-.PHONY: factor-worker
+.PHONY: factor-worker bench-factors
 factor-worker: install ## Run only a factor worker (FACTOR_CONCURRENCY=N, default: cores)
 	$(RUN) celery -A worker.celery_app worker -Q factors -n factors@%h -l INFO \
 		$(if $(FACTOR_CONCURRENCY),-c $(FACTOR_CONCURRENCY))
+
+bench-factors: install ## Time factoring 1,000 Fibonacci and 60 Euclid numbers (no services)
+	$(BIN)/python bench/factors.py
 
 beat: install ## Run only celery beat (periodic lock purging); run exactly one
 	$(RUN) celery -A worker.celery_app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
