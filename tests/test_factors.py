@@ -337,7 +337,9 @@ def test_value_out_of_time_is_no_fac_the_rest_factored_worker_keeps_serving(
 
 
 @pytest.mark.slow
-def test_download_is_not_delayed_by_a_saturated_factor_queue(client, factor_workers) -> None:
+def test_download_is_not_delayed_by_a_saturated_factor_queue(
+    client, worker, factor_workers
+) -> None:
     # A 5 s budget: the factor worker spends about 15 s on A900100's three hard values.
     factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="5")
     assert client.get("/api/get_oeis_values/A900100/0").status_code == 200
@@ -358,3 +360,5 @@ def test_download_is_not_delayed_by_a_saturated_factor_queue(client, factor_work
     assert response.get_json()["values"]["9"] == "34"
     assert celery.AsyncResult(busy_task).state == "STARTED"  # still factoring
     assert queued_factor_tasks() >= 1  # and more factor work waiting
+    # The download worker (the session's) has never run a factor task.
+    assert "backscope.factor_values[" not in worker.output()
