@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from functools import cache
@@ -14,20 +15,23 @@ from sqlalchemy.orm import Session
 
 from api.errors import BadRequest, error
 from api.jobs import obtain, schedule
+from api.responses import documents, send_json
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import NotFound
 from shared.ids import normalize_id
 from shared.redis_db import get_redis
 from shared.store import (
+    Cached,
     Factors,
-    Values,
-    factors_complete,
     is_missing,
+    placeholder_name,
+    read_cached,
+    read_document,
     read_factors,
     read_search,
     read_sequence,
-    read_values,
+    read_terms,
 )
 from shared.work import (
     Work,
@@ -66,53 +70,65 @@ def _check_missing(session: Session, seq_id: str) -> None:
         raise NotFound(f"the OEIS has no sequence {seq_id}")
 
 
-def _values_dict(values: Values) -> dict[str, str]:
-    return {str(values.first_index + i): term for i, term in enumerate(values.terms)}
+def _cached(seq_id: str, count: int, needs_name: bool) -> Cached:
+    """The cached answer, fetching what is missing first (values; the name if needed)."""
+    cached = read_cached(seq_id, count)
+    if cached is not None and (cached.name is not None or not needs_name):
+        return cached
+
+    def read(session: Session) -> Cached | list[Work]:
+        found = read_cached(seq_id, count)
+        if found is not None and (found.name is not None or not needs_name):
+            return found
+        _check_missing(session, seq_id)
+        needed = [] if found is not None else [values_work(seq_id)]
+        return [*needed, metadata_work(seq_id)] if needs_name else needed
+
+    return obtain(read)
 
 
-def _placeholder(seq_id: str) -> str:
-    return f"{seq_id} [name not yet loaded]"
+def _body(cached: Cached, size: int) -> bytes | None:
+    """The answer's bytes for the first `size` terms; None if the data changed meanwhile."""
+    if size == cached.term_count:
+        text = read_document(cached.id, cached.etag)
+        return None if text is None else text.encode()
+    terms = read_terms(cached.id, cached.etag, size)
+    if terms is None:
+        return None
+    values = {str(cached.first_index + i): term for i, term in enumerate(terms)}
+    answer = {"id": cached.id, "name": cached.name or placeholder_name(cached.id), "values": values}
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _answer(cached: Cached, count: int) -> Response:
+    """The JSON answer, built once per version of the data and then served from memory."""
+    size = cached.size(count)
+    key = cached.etag if size == cached.term_count else f"{cached.etag}-{size}"
+    entry = documents.get(key)
+    if entry is None:
+        body = _body(cached, size)
+        if body is None:  # replaced since we looked: start again
+            return _answer(_cached(cached.id, count, cached.name is not None), count)
+        documents.put(key, body)
+    else:
+        body = entry[0]
+    return send_json(body, key, final=cached.name is not None, cache_key=key)
 
 
 @bp.get("/get_oeis_values/<seq_id>/<count>")
 def get_oeis_values(seq_id: str, count: str) -> Response:
     seq_id, n = normalize_id(seq_id), parse_count(count)
-
-    def read(session: Session) -> tuple[Values, bool] | list[Work]:
-        values = read_values(session, seq_id, n)
-        if values is not None:
-            factored = factors_complete(session, seq_id, values.first_index, len(values.terms))
-            return values, factored
-        _check_missing(session, seq_id)
-        return [values_work(seq_id)]
-
-    values, factored = obtain(read)
-    if values.name is None:
+    cached = _cached(seq_id, n, needs_name=False)
+    if cached.name is None:
         schedule(metadata_work(seq_id))
-    if not factored:
+    if not cached.factored:
         schedule(factors_work(seq_id, n))
-    return jsonify(
-        {"id": seq_id, "name": values.name or _placeholder(seq_id), "values": _values_dict(values)}
-    )
+    return _answer(cached, n)
 
 
 @bp.get("/get_oeis_name_and_values/<seq_id>")
 def get_oeis_name_and_values(seq_id: str) -> Response:
-    seq_id = normalize_id(seq_id)
-
-    def read(session: Session) -> Values | list[Work]:
-        values = read_values(session, seq_id, 0)
-        if values is not None and values.name is not None:
-            return values
-        _check_missing(session, seq_id)
-        sequence = read_sequence(session, seq_id)
-        needed = [] if values is not None else [values_work(seq_id)]
-        if sequence is None or sequence.meta_fetched_at is None:
-            needed.append(metadata_work(seq_id))
-        return needed or [metadata_work(seq_id)]
-
-    values = obtain(read)
-    return jsonify({"id": seq_id, "name": values.name, "values": _values_dict(values)})
+    return _answer(_cached(normalize_id(seq_id), 0, needs_name=True), 0)
 
 
 @bp.get("/get_oeis_metadata/<seq_id>")
@@ -158,7 +174,7 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
     return jsonify(
         {
             "id": seq_id,
-            "name": factors.name or _placeholder(seq_id),
+            "name": factors.name or placeholder_name(seq_id),
             "factors": {str(index): text for index, text in factors.factors.items()},
         }
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
@@ -24,6 +25,35 @@ def get_engine() -> Engine:
     )
 
 
+# Statements every read connection prepares once (name -> (argument types, SQL with $n
+# parameters)), so the hot path skips planning: shared/store.py registers them.
+PREPARED: dict[str, tuple[str, str]] = {}
+
+
+@cache
+def get_read_engine() -> Engine:
+    """An engine for the API's hot reads: autocommit, so a query is one round trip (no
+    BEGIN, no ROLLBACK when the connection goes back to the pool), and no pre-ping
+    round trip either: a connection that died is reported as the database being
+    unavailable once, and SQLAlchemy then replaces the pool's connections."""
+    engine = create_engine(
+        get_settings().database_url,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"connect_timeout": 5, "application_name": "backscope-api"},
+    )
+
+    @event.listens_for(engine, "connect")
+    def prepare(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            for name, (types, sql) in PREPARED.items():
+                cursor.execute(f"PREPARE {name} {types} AS {sql}")
+
+    return engine
+
+
 @cache
 def _session_factory() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
@@ -31,9 +61,10 @@ def _session_factory() -> sessionmaker[Session]:
 
 def dispose_engine() -> None:
     """Forget the engine (and its pooled connections), e.g. after a worker process forks."""
-    if get_engine.cache_info().currsize:
-        get_engine().dispose(close=False)
-    get_engine.cache_clear()
+    for engine in (get_engine, get_read_engine):
+        if engine.cache_info().currsize:
+            engine().dispose(close=False)
+        engine.cache_clear()
     _session_factory.cache_clear()
 
 

@@ -67,6 +67,11 @@ class SequenceValues(Base):
     )
     first_index: Mapped[int] = mapped_column(Integer)
     terms: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    term_count: Mapped[int] = mapped_column(Integer)
+    # The whole get_oeis_name_and_values answer, ready to send (shared/store.py builds
+    # it whenever the terms or the name change), and its ETag.
+    document: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str] = mapped_column(String(32))
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     token: Mapped[int] = mapped_column(BigInteger)
 

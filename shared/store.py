@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from shared.db import PREPARED, get_read_engine
 from shared.models import Factorization, FenceFloor, SearchResult, Sequence, SequenceValues
 from shared.parsing import BFile, Entry
 
@@ -27,24 +28,72 @@ _WRITE_GUARD = 0x6261636B  # "back"
 
 
 @dataclass(frozen=True)
-class Values:
+class Cached:
+    """What the hot read path needs to answer for a cached sequence, from one query."""
+
     id: str
-    name: str | None
     first_index: int
-    terms: list[str]
+    term_count: int
+    etag: str  # of the ready-made document (the whole sequence, with its name)
+    name: str | None  # None until the metadata is loaded
+    factored: bool  # factorizations are stored for every requested term
+
+    def size(self, count: int) -> int:
+        """How many terms a request for `count` (0: all) gets."""
+        return count if 0 < count < self.term_count else self.term_count
 
 
-def read_values(session: Session, seq_id: str, count: int) -> Values | None:
-    """The first `count` terms (all when 0) and the name, in one query."""
-    terms = SequenceValues.terms if count == 0 else SequenceValues.terms[1:count]
-    row = session.execute(
-        select(SequenceValues.first_index, terms, Sequence.name)
-        .join(Sequence, Sequence.id == SequenceValues.id)
-        .where(SequenceValues.id == seq_id)
-    ).first()
-    if row is None:
-        return None
-    return Values(seq_id, row[2], row[0], row[1] or [])
+# One round trip that never reads the terms themselves (slicing a large array means
+# decompressing all of it). The factor check is a single index probe: the factor task
+# stores factorizations in index order from the first index, so the last requested
+# index having one means all of them do.
+PREPARED["backscope_cached"] = (
+    "(text, integer)",
+    """
+    SELECT v.first_index, v.term_count, v.etag,
+           CASE WHEN s.meta_fetched_at IS NOT NULL THEN s.name END,
+           EXISTS (SELECT 1 FROM factorizations AS f WHERE f.id = v.id AND f.n = v.first_index
+                   + CASE WHEN $2 > 0 AND $2 < v.term_count THEN $2 ELSE v.term_count END - 1)
+    FROM sequence_values AS v JOIN sequences AS s ON s.id = v.id
+    WHERE v.id = $1
+    """,
+)
+
+
+def _read_one(sql: str, params: dict[str, object]) -> tuple | None:
+    """One row from the read engine, through the bare DB-API cursor: this is the hot
+    path, and SQLAlchemy's result machinery would cost more than the query itself."""
+    connection = get_read_engine().raw_connection()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    finally:
+        connection.close()  # back to the pool
+
+
+def read_cached(seq_id: str, count: int) -> Cached | None:
+    """What is cached for the first `count` terms (all when 0), or None if nothing is."""
+    row = _read_one("EXECUTE backscope_cached(%(id)s, %(n)s)", {"id": seq_id, "n": count})
+    return None if row is None else Cached(seq_id, *row)
+
+
+def read_terms(seq_id: str, etag: str, count: int) -> list[str] | None:
+    """The first `count` terms, if the data still has this ETag (None if it changed)."""
+    row = _read_one(
+        "SELECT terms[1:%(n)s] FROM sequence_values WHERE id = %(id)s AND etag = %(etag)s",
+        {"id": seq_id, "etag": etag, "n": count},
+    )
+    return None if row is None else row[0]
+
+
+def read_document(seq_id: str, etag: str) -> str | None:
+    """The ready-made document with this ETag (None if it changed since it was read)."""
+    row = _read_one(
+        "SELECT document FROM sequence_values WHERE id = %(id)s AND etag = %(etag)s",
+        {"id": seq_id, "etag": etag},
+    )
+    return None if row is None else row[0]
 
 
 @dataclass(frozen=True)
@@ -82,20 +131,6 @@ def read_factors(session: Session, seq_id: str, count: int) -> Factors | None:
         .order_by(Factorization.n)
     )
     return Factors(seq_id, name, first, length, {n: factors for n, factors in rows})
-
-
-def factors_complete(session: Session, seq_id: str, first_index: int, length: int) -> bool:
-    """Whether the terms first_index .. first_index + length - 1 all have a factorization."""
-    stored = session.scalar(
-        select(func.count())
-        .select_from(Factorization)
-        .where(
-            Factorization.id == seq_id,
-            Factorization.n >= first_index,
-            Factorization.n < first_index + length,
-        )
-    )
-    return stored == length
 
 
 def factored_indices(session: Session, seq_id: str) -> set[int]:
@@ -142,25 +177,98 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
         return _refused("values", seq_id, token)
     _ensure_sequence(session, seq_id)
     _drop_stale_factors(session, seq_id, bfile, token)
-    stmt = insert(SequenceValues).values(
-        id=seq_id, first_index=bfile.first_index, terms=bfile.terms, token=token
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[SequenceValues.id],
-        set_={
-            "first_index": stmt.excluded.first_index,
-            "terms": stmt.excluded.terms,
-            "token": stmt.excluded.token,
-            "fetched_at": func.now(),
-        },
-        where=SequenceValues.token < stmt.excluded.token,
-    )
-    if session.execute(stmt.returning(SequenceValues.id)).first() is None:
+    _copy_terms(session, bfile.terms)
+    written = session.execute(
+        _UPSERT_VALUES, {"id": seq_id, "first_index": bfile.first_index, "token": token}
+    ).first()
+    if written is None:
         return _refused("values", seq_id, token)
     session.execute(
         Sequence.__table__.update().where(Sequence.id == seq_id).values(missing_at=None)
     )
+    refresh_document(session, seq_id)
     return True
+
+
+class _TermRows:
+    """The terms as COPY rows ("position<TAB>term"), read in pieces: the terms reach
+    PostgreSQL without a second full-size copy in memory (an array literal of a large
+    sequence would hold two or three)."""
+
+    def __init__(self, terms: list[str]) -> None:
+        self.rows = (f"{position}\t{term}\n" for position, term in enumerate(terms))
+        self.pending = ""
+
+    def read(self, size: int = -1) -> str:
+        parts, length = [self.pending], len(self.pending)
+        for row in self.rows:
+            parts.append(row)
+            length += len(row)
+            if 0 <= size <= length:
+                break
+        text = "".join(parts)
+        if size < 0:
+            size = len(text)
+        self.pending = text[size:]
+        return text[:size]
+
+
+def _copy_terms(session: Session, terms: list[str]) -> None:
+    """Put the terms in a temporary table `incoming_terms` (dropped at commit)."""
+    session.execute(text("DROP TABLE IF EXISTS pg_temp.incoming_terms"))
+    session.execute(
+        text("CREATE TEMP TABLE incoming_terms (position int, term text) ON COMMIT DROP")
+    )
+    with session.connection().connection.driver_connection.cursor() as cursor:
+        cursor.copy_expert("COPY incoming_terms (position, term) FROM STDIN", _TermRows(terms))
+
+
+# Terms are validated decimal strings (shared/parsing.py): safe in COPY's text format.
+_UPSERT_VALUES = text(
+    """
+    INSERT INTO sequence_values AS v (id, first_index, terms, term_count, document, etag, token)
+    SELECT :id, :first_index, array_agg(term ORDER BY position), count(*), '', '', :token
+    FROM incoming_terms
+    ON CONFLICT (id) DO UPDATE SET
+        first_index = excluded.first_index, terms = excluded.terms,
+        term_count = excluded.term_count, token = excluded.token, fetched_at = now()
+    WHERE v.token < excluded.token
+    RETURNING v.id
+    """
+)
+
+
+def placeholder_name(seq_id: str) -> str:
+    """The name served until the real one is loaded."""
+    return f"{seq_id} [name not yet loaded]"
+
+
+# Builds the get_oeis_name_and_values answer inside PostgreSQL, so a worker never holds
+# a second copy of a large sequence in memory. Terms are validated decimal strings
+# (shared/parsing.py) and need no escaping; the name goes through to_json.
+_DOCUMENT = text(
+    """
+    UPDATE sequence_values AS v SET document = doc.body, etag = md5(doc.body)
+    FROM (
+        SELECT '{"id":"' || v.id || '","name":'
+            || to_json(coalesce(s.name, :placeholder))::text || ',"values":{'
+            || coalesce(string_agg('"' || (v.first_index + t.ord - 1) || '":"' || t.term || '"',
+                                   ',' ORDER BY t.ord), '')
+            || '}}' AS body
+        FROM sequence_values AS v
+        JOIN sequences AS s ON s.id = v.id
+        LEFT JOIN LATERAL unnest(v.terms) WITH ORDINALITY AS t(term, ord) ON true
+        WHERE v.id = :id
+        GROUP BY v.id, s.name
+    ) AS doc
+    WHERE v.id = :id
+    """
+)
+
+
+def refresh_document(session: Session, seq_id: str) -> None:
+    """Rebuild a sequence's ready-made answer (after its terms or its name changed)."""
+    session.execute(_DOCUMENT, {"id": seq_id, "placeholder": placeholder_name(seq_id)})
 
 
 def _drop_stale_factors(session: Session, seq_id: str, bfile: BFile, token: int) -> None:
@@ -251,7 +359,10 @@ def store_metadata(session: Session, entry: Entry, token: int) -> bool:
         meta_fetched_at=func.now(),
         missing_at=None,
     )
-    return written or _refused("metadata", entry.id, token)
+    if not written:
+        return _refused("metadata", entry.id, token)
+    refresh_document(session, entry.id)
+    return True
 
 
 def store_backrefs(session: Session, seq_id: str, backrefs: list[str], token: int) -> bool:

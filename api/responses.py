@@ -1,0 +1,81 @@
+"""Sending JSON answers cheaply: ready-made documents cached by ETag, conditional
+requests answered with 304, and gzip for clients that accept it.
+
+A document's ETag is the md5 of its bytes, so a cache keyed by ETag can never serve a
+stale document: when the data changes, so does the key.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections import OrderedDict
+
+from flask import Response, request
+
+GZIP_MIN_BYTES = 1024
+# Answers with a placeholder name change once the name arrives: revalidate every time.
+FINAL = "public, max-age=3600"
+PROVISIONAL = "no-cache"
+
+
+class DocumentCache:
+    """A least-recently-used map of ETag -> (body, gzipped body), bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.entries: OrderedDict[str, tuple[bytes, bytes | None]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, etag: str) -> tuple[bytes, bytes | None] | None:
+        with self.lock:
+            entry = self.entries.get(etag)
+            if entry is not None:
+                self.entries.move_to_end(etag)
+            return entry
+
+    def put(self, etag: str, body: bytes, gzipped: bytes | None = None) -> None:
+        with self.lock:
+            old = self.entries.pop(etag, None)
+            if old is not None:
+                self.size -= len(old[0]) + len(old[1] or b"")
+            self.entries[etag] = (body, gzipped)
+            self.size += len(body) + len(gzipped or b"")
+            while self.size > self.max_bytes and len(self.entries) > 1:
+                _, (dropped, dropped_gz) = self.entries.popitem(last=False)
+                self.size -= len(dropped) + len(dropped_gz or b"")
+
+
+documents = DocumentCache(max_bytes=64 * 2**20)
+
+
+def _wants_gzip() -> bool:
+    return request.accept_encodings["gzip"] > 0
+
+
+def send_json(body: bytes, etag: str, final: bool, cache_key: str | None = None) -> Response:
+    """Answer with `body`: 304 if the client has it, gzipped if it accepts gzip.
+
+    `cache_key` names a cache entry (a document's ETag) that keeps the gzipped bytes
+    so each document is compressed once per process.
+    """
+    gz = len(body) >= GZIP_MIN_BYTES and _wants_gzip()
+    tag = f"{etag}-gz" if gz else etag
+    if request.if_none_match.contains(tag):
+        response = Response(status=304)
+    else:
+        payload = body
+        if gz:
+            cached = documents.get(cache_key) if cache_key else None
+            payload = cached[1] if cached and cached[1] else gzip.compress(body, 6)
+            if cache_key and not (cached and cached[1]):
+                documents.put(cache_key, body, payload)
+            response = Response(payload, mimetype="application/json")
+            response.headers["Content-Encoding"] = "gzip"
+        else:
+            response = Response(payload, mimetype="application/json")
+    response.set_etag(tag)
+    response.headers["Cache-Control"] = FINAL if final else PROVISIONAL
+    response.vary.add("Accept-Encoding")
+    return response

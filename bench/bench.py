@@ -1,0 +1,227 @@
+"""`make bench`: measure a running Backscope stack against the fake OEIS.
+
+Starts nothing itself: run `make bench-stack` (or any stack whose BACKSCOPE_OEIS_URL is
+a fake OEIS, `python -m tests.fake_oeis`) first. Prints one table:
+
+- cached small read and cached 10,000-term read: req/s, p50, p99 (wrk when installed,
+  otherwise a Python load generator), 2 threads x 16 connections for 15 s;
+- a cold burst: 50 concurrent clients ask for one uncached sequence while the OEIS takes
+  2 s to answer: upstream downloads, clients served, wall time;
+- cold single-request latency with an instant OEIS: p50 over 20 uncached sequences;
+- peak memory of a worker process after ingesting a 100,000-term b-file of 1,000-digit
+  values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+
+SMALL = "/api/get_oeis_values/A000045/10"
+LARGE = "/api/get_oeis_name_and_values/A000040"
+BIG_ID = "A999999"
+
+
+def get_until_done(base: str, path: str, timeout: float = 120) -> requests.Response:
+    """GET, following 202 answers (as the front end does) until a final answer."""
+    deadline = time.monotonic() + timeout
+    with requests.Session() as session:
+        while True:
+            response = session.get(base + path, timeout=timeout)
+            if response.status_code != 202 or time.monotonic() > deadline:
+                return response
+            time.sleep(0.2)
+
+
+# ----------------------------------------------------------------- load generation
+
+
+def wrk(url: str, threads: int, connections: int, seconds: int) -> tuple[float, float, float]:
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+    def percentile(label: str) -> float:
+        value, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    return rate, percentile("50"), percentile("99")
+
+
+def python_load(
+    url: str, threads: int, connections: int, seconds: int
+) -> tuple[float, float, float]:
+    """A keep-alive load generator for machines without wrk (slower than wrk itself)."""
+    parts = urlsplit(url)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=30)
+        mine = []
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            connection.request("GET", parts.path)
+            connection.getresponse().read()
+            mine.append((time.perf_counter() - started) * 1000)
+        with lock:
+            latencies.extend(mine)
+
+    with ThreadPoolExecutor(connections) as pool:
+        for _ in range(connections):
+            pool.submit(client)
+    latencies.sort()
+    return (
+        len(latencies) / seconds,
+        latencies[len(latencies) // 2],
+        latencies[int(len(latencies) * 0.99)],
+    )
+
+
+# ----------------------------------------------------------------------- scenarios
+
+
+def fake(oeis: str, path: str, body: dict | None = None) -> dict:
+    if body is None:
+        return requests.get(oeis + path, timeout=10).json()
+    return requests.post(oeis + path, json=body, timeout=10).json()
+
+
+def downloads(oeis: str, seq_id: str) -> int:
+    path = f"/{seq_id}/b{seq_id[1:]}.txt"
+    return sum(1 for r in fake(oeis, "/_fake/stats")["requests"] if r["path"] == path)
+
+
+def uncached_ids(count: int) -> list[str]:
+    """Synthetic sequences (A910000-A919999: a(n) = n*(N+1)) this stack has likely not seen."""
+    return [f"A{n}" for n in random.sample(range(910000, 920000), count)]
+
+
+def expected_values(seq_id: str) -> dict[str, str]:
+    k = int(seq_id[1:]) - 910000 + 1
+    return {str(n): str(n * k) for n in range(1000)}
+
+
+def cold_burst(base: str, oeis: str) -> tuple[int, int, float]:
+    (seq_id,) = uncached_ids(1)
+    fake(oeis, "/_fake/config", {"latency": 2.0})
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: get_until_done(base, f"/api/get_oeis_name_and_values/{seq_id}"),
+                    range(50),
+                )
+            )
+        wall = time.monotonic() - started
+    finally:
+        fake(oeis, "/_fake/config", {"latency": 0.0})
+    served = sum(
+        1 for a in answers if a.status_code == 200 and a.json()["values"] == expected_values(seq_id)
+    )
+    return downloads(oeis, seq_id), served, wall
+
+
+def cold_latency(base: str) -> float:
+    times = []
+    for seq_id in uncached_ids(20):
+        started = time.perf_counter()
+        response = get_until_done(base, f"/api/get_oeis_values/{seq_id}/0")
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+    return statistics.median(times)
+
+
+def worker_peak_rss_mb() -> float:
+    """The largest peak RSS (VmHWM) among this machine's Celery worker processes."""
+    peak = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"celery" not in cmdline or b" worker" not in cmdline:
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        if match:
+            peak = max(peak, int(match.group(1)))
+    return peak / 1024
+
+
+def big_ingest(base: str) -> tuple[int, float, float]:
+    started = time.monotonic()
+    response = get_until_done(base, f"/api/get_oeis_values/{BIG_ID}/3", timeout=600)
+    return response.status_code, time.monotonic() - started, worker_peak_rss_mb()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default=os.environ.get("BENCH_URL", "http://127.0.0.1:5000"))
+    parser.add_argument("--oeis", default=os.environ.get("BENCH_OEIS_URL", "http://127.0.0.1:8099"))
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--skip-big", action="store_true", help="skip the 100 MB ingest")
+    args = parser.parse_args()
+    base = args.url.rstrip("/")
+
+    for path in (SMALL, LARGE):  # make sure both are cached before measuring
+        assert get_until_done(base, path).status_code == 200, path
+    load = wrk if shutil.which("wrk") else python_load
+    tool = "wrk" if load is wrk else "python"
+    rows = []
+    for label, path in (("cached small read", SMALL), ("cached 10k-term read", LARGE)):
+        rate, p50, p99 = load(base + path, 2, args.connections, args.seconds)
+        rows.append((label, f"{rate:,.0f} req/s", f"p50 {p50:.1f} ms", f"p99 {p99:.1f} ms"))
+    count, served, wall = cold_burst(base, args.oeis)
+    rows.append(
+        (
+            "cold burst, 50 clients, OEIS 2 s",
+            f"{count} download(s)",
+            f"{served}/50 served",
+            f"{wall:.1f} s wall",
+        )
+    )
+    rows.append(("cold single request, instant OEIS", f"p50 {cold_latency(base):.0f} ms", "", ""))
+    if not args.skip_big:
+        status, seconds, rss = big_ingest(base)
+        rows.append(
+            (
+                "ingest 100k terms x 1000 digits",
+                f"HTTP {status}",
+                f"{seconds:.1f} s",
+                f"worker peak RSS {rss:.0f} MB",
+            )
+        )
+    print(
+        f"\nBackscope at {base} (load: {tool}, 2 threads x {args.connections} connections, "
+        f"{args.seconds} s)"
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print(json.dumps({"rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
