@@ -61,6 +61,22 @@ format: install ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# `make bench-stack`: the stack against the fake OEIS for `make bench`, with its own
+# database and Redis databases 8-11, no rate limit (the fake OEIS does not mind) and a
+# response cap large enough for the 100 MB b-file the memory measurement ingests.
+BENCH_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_bench \
+	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/8 \
+	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099 \
+	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_OEIS_MAX_BYTES=209715200
+
+.PHONY: bench bench-stack
+bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctrl-C stops it)
+	$(BENCH_ENV) $(BIN)/backscope migrate
+	$(BENCH_ENV) $(RUN) honcho start -f Procfile.demo
+
+bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
+	$(BIN)/python bench/bench.py
+
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate
 	$(DEMO_ENV) $(RUN) honcho start -f Procfile.demo
