@@ -26,6 +26,7 @@ from shared.lock import FINISHED_STATES, lock_key, read_lock
 from shared.redis_db import get_redis
 from shared.work import Work
 from worker.celery_app import app as celery
+from worker.celery_app import send_work, task_state
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,11 @@ class TaskFailed(Exception):
     """A task failed for a reason that is our bug, not the OEIS's: answer 500."""
 
 
-def send(work: Work, task_id: str) -> None:
-    celery.send_task(work.task, args=work.args, task_id=task_id)
-
-
-def task_state(task_id: str) -> str:
-    return AsyncResult(task_id, app=celery).state
-
-
 def start(work: Work) -> str:
     """The id of the task doing `work`: the one already in flight, or a new one."""
     settings = get_settings()
     try:
-        return start_work(work, get_redis("locks"), settings.lock_ttl, send, task_state)
+        return start_work(work, get_redis("locks"), settings.lock_ttl, send_work, task_state)
     except (RedisError, BrokerError) as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
 

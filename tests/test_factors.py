@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from shared.redis_db import get_redis
 from shared.store import clear_all, forget, store_factors, store_values
 from shared.work import FACTORS_QUEUE, factors_work
 from tests.conftest import WorkerProcess
+from tests.helpers import get_until_200, wait_until
 from worker.celery_app import app as celery
 
 LIMITS = Limits(budget=2.0, max_bits=512)
@@ -69,24 +69,6 @@ def queued_factor_tasks() -> int:
 def purge_factor_queue() -> None:
     with celery.connection_for_write() as connection:
         celery.amqp.queues[FACTORS_QUEUE].bind(connection.default_channel).purge()
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def get_until_200(client, path: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        response = client.get(path)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response
-        assert response.status_code == 202, response.get_json()
-        time.sleep(0.1)
 
 
 # ------------------------------------------------------------------ store and body

@@ -25,6 +25,7 @@ from shared.models import SequenceValues
 from shared.redis_db import get_redis
 from shared.work import values_work
 from tests.conftest import ROOT
+from tests.helpers import get_until_200, wait_until
 from worker.celery_app import app as celery
 
 pytestmark = pytest.mark.slow
@@ -32,28 +33,10 @@ pytestmark = pytest.mark.slow
 SEQ = "A000027"  # the positive integers: a(n) = n
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def stored_token(seq_id: str) -> int | None:
     with session_scope() as session:
         row = session.get(SequenceValues, seq_id)
         return row.token if row else None
-
-
-def get_until_200(client, path: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        response = client.get(path)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response
-        assert response.status_code == 202, response.get_json()
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import sys
 from typing import Any
 
 from celery import Celery, current_task
+from celery.result import AsyncResult
 from celery.signals import setup_logging, worker_process_init
 from kombu import Queue
 
 from shared.config import ConfigError, get_settings
 from shared.db import dispose_engine
 from shared.logs import configure_logging
-from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE
+from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
 
 try:
     settings = get_settings()
@@ -90,3 +91,13 @@ def _json_logs(loglevel: str | int | None = None, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's database connections."""
     dispose_engine()
+
+
+def send_work(work: Work, task_id: str) -> None:
+    """Send the task that does `work`, under a task id chosen beforehand (see
+    shared/enqueue.py: the id goes into the work lock before the task is sent)."""
+    app.send_task(work.task, args=work.args, task_id=task_id)
+
+
+def task_state(task_id: str) -> str:
+    return AsyncResult(task_id, app=app).state

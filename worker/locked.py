@@ -8,7 +8,6 @@ import random
 from collections.abc import Callable
 
 from celery import Task
-from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
@@ -19,7 +18,7 @@ from shared.lock import WorkLock
 from shared.logs import log_context
 from shared.redis_db import get_redis
 from shared.work import Work
-from worker.celery_app import app
+from worker.celery_app import send_work, task_state
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +78,6 @@ def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str,
             lock.release_quietly()
 
 
-def _send(work: Work, task_id: str) -> None:
-    app.send_task(work.task, args=work.args, task_id=task_id)
-
-
-def _state(task_id: str) -> str:
-    return AsyncResult(task_id, app=app).state
-
-
 def schedule(work: Work) -> str | None:
     """Start `work` in the background, or join the task already doing it; the task id.
 
@@ -95,7 +86,7 @@ def schedule(work: Work) -> str | None:
     None returned; the API schedules the work again when it is asked for.
     """
     try:
-        return start_work(work, get_redis("locks"), get_settings().lock_ttl, _send, _state)
+        return start_work(work, get_redis("locks"), get_settings().lock_ttl, send_work, task_state)
     except (UpstreamUnavailable, RedisError, BrokerError) as exc:
         log.warning("work.not_scheduled", extra={**work.log_fields(), "error": str(exc)})
         return None

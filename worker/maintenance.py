@@ -9,22 +9,19 @@ In production the destructive ones need `confirm` set to the database's name.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict
 from typing import Any
 
-from celery.result import AsyncResult
-
 from shared import maintenance
 from shared.config import get_settings
-from shared.lock import FINISHED_STATES, WorkLock, list_locks, release_value
+from shared.enqueue import start_work
+from shared.errors import UpstreamUnavailable
+from shared.lock import list_locks
 from shared.redis_db import get_redis
 from shared.work import MAINTENANCE_QUEUE, Work, values_work
-from worker.celery_app import app
+from worker.celery_app import app, send_work, task_state
 from worker.locks import PING_TIMEOUT, live_workers
 
-# How many times enqueue() looks again when the lock changes hands under it.
-MAX_ROUNDS = 4
 # Result keys read per round trip when watching many tasks.
 STATE_BATCH = 500
 
@@ -59,31 +56,12 @@ def drop_queued_work() -> int:
 
 
 def enqueue(work: Work) -> str:
-    """The id of the task doing `work`: the one already queued or running, or a new one.
-
-    The same lock protocol as api.jobs.start (the worker package does not import the
-    API): take the work lock in a new task's name and send that task, or join the task
-    named in the lock, or take over a lock whose task has already finished.
-    """
-    client = get_redis("locks")
-    ttl = get_settings().lock_ttl
-    for _ in range(MAX_ROUNDS):
-        lock = WorkLock(client, work.kind, work.subject, ttl)
-        task_id = str(uuid.uuid4())
-        if lock.take(task_id):
-            try:
-                app.send_task(work.task, args=work.args, task_id=task_id)
-            except BaseException:
-                lock.release_quietly()
-                raise
-            return task_id
-        holder = lock.holder()
-        if holder is None:
-            continue
-        if AsyncResult(holder.owner, app=app).state not in FINISHED_STATES:
-            return holder.owner
-        release_value(client, holder)
-    raise maintenance.MaintenanceError(f"could not queue {work.task} for {work.subject}; retry")
+    """The id of the task doing `work`: the one already queued or running, or a new one
+    (the lock protocol of shared/enqueue.py, as the API uses it)."""
+    try:
+        return start_work(work, get_redis("locks"), get_settings().lock_ttl, send_work, task_state)
+    except UpstreamUnavailable as exc:
+        raise maintenance.MaintenanceError(f"could not queue {work.task}: {exc}") from exc
 
 
 def task_states(task_ids: list[str]) -> dict[str, tuple[str, Any]]:
