@@ -62,7 +62,7 @@ def send_json(body: bytes, etag: str, final: bool, cache_key: str | None = None)
     """
     gz = len(body) >= GZIP_MIN_BYTES and _wants_gzip()
     tag = f"{etag}-gz" if gz else etag
-    if request.if_none_match.contains(tag):
+    if "If-None-Match" in request.headers and request.if_none_match.contains(tag):
         response = Response(status=304)
     else:
         payload = body
@@ -77,5 +77,5 @@ def send_json(body: bytes, etag: str, final: bool, cache_key: str | None = None)
             response = Response(payload, mimetype="application/json")
     response.set_etag(tag)
     response.headers["Cache-Control"] = FINAL if final else PROVISIONAL
-    response.vary.add("Accept-Encoding")
+    response.headers["Vary"] = "Accept-Encoding"
     return response
