@@ -8,7 +8,7 @@ a fake OEIS, `python -m tests.fake_oeis`) first. Prints one table:
 - a cold burst: 50 concurrent clients ask for one uncached sequence while the OEIS takes
   2 s to answer: upstream downloads, clients served, wall time;
 - cold single-request latency with an instant OEIS: p50 over 20 uncached sequences;
-- peak memory of a worker process after ingesting a 100,000-term b-file of 1,000-digit
+- peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
   values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
 """
 
@@ -153,12 +153,12 @@ def cold_latency(base: str) -> float:
 
 
 def worker_peak_rss_mb() -> float:
-    """The largest peak RSS (VmHWM) among this machine's Celery worker processes."""
+    """The largest peak RSS (VmHWM) among this machine's Celery download workers."""
     peak = 0
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-            if b"celery" not in cmdline or b" worker" not in cmdline:
+            if b"celery" not in cmdline or b"downloads" not in cmdline:
                 continue
             status = (proc / "status").read_text()
         except OSError:
