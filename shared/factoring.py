@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from shared.db import session_scope
 from shared.factor import NO_FAC, factorize, find_gp
 from shared.models import SequenceValues
-from shared.store import factored_indices, store_factors
+from shared.store import store_factors
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,49 @@ def factor_term(term: str, limits: Limits, gp_path: str | None) -> str:
     return factorize(value, budget=limits.budget, max_value=2**limits.max_bits, gp_path=gp_path)
 
 
+# The next page of terms still to factor, in index order (the order the API's check
+# relies on: see read_cached in shared/store.py). Pages, each read in its own short
+# transaction, keep a sequence of 100,000 thousand-digit terms out of this process's
+# memory without holding a transaction open while factoring.
+PAGE_TERMS = 1000
+_TODO = text(
+    """
+    SELECT t.ord, v.first_index + t.ord - 1, t.term
+    FROM sequence_values AS v
+    CROSS JOIN LATERAL unnest(CASE WHEN :count > 0 THEN v.terms[1:(:count)] ELSE v.terms END)
+        WITH ORDINALITY AS t(term, ord)
+    WHERE v.id = :id AND t.ord > :after AND NOT EXISTS (
+        SELECT 1 FROM factorizations AS f
+        WHERE f.id = v.id AND f.n = v.first_index + t.ord - 1)
+    ORDER BY t.ord
+    LIMIT :page
+    """
+)
+
+
+def _todo(seq_id: str, count: int) -> Iterator[tuple[int, str]]:
+    """(index, term) of every term up to `count` (0: all) without a factorization."""
+    after = 0
+    while True:
+        with session_scope() as session:
+            page = session.execute(
+                _TODO, {"id": seq_id, "count": count, "after": after, "page": PAGE_TERMS}
+            ).all()
+        for _, n, term in page:
+            yield n, term
+        if len(page) < PAGE_TERMS:
+            return
+        after = page[-1][0]
+
+
+def _store(seq_id: str, values_token: int, batch: list[tuple[int, str]], token: int) -> bool:
+    with session_scope() as session:
+        if store_factors(session, seq_id, values_token, batch, token):
+            return True
+        session.rollback()
+        return False
+
+
 def factor_values(
     seq_id: str,
     count: int,
@@ -72,47 +116,38 @@ def factor_values(
     or "refused" (the cache was cleared, the sequence forgotten or its values replaced
     meanwhile).
     """
-    terms_column = SequenceValues.terms if count == 0 else SequenceValues.terms[1:count]
     with session_scope() as session:
         row = session.execute(
-            select(SequenceValues.first_index, SequenceValues.token, terms_column).where(
-                SequenceValues.id == seq_id
-            )
+            select(SequenceValues.token).where(SequenceValues.id == seq_id)
         ).first()
         if row is None:
             return "no_values"
-        first, values_token, terms = row[0], row[1], row[2] or []
-        done = factored_indices(session, seq_id)
-    todo = [(first + i, term) for i, term in enumerate(terms) if first + i not in done]
-    if not todo:
-        return "cached"
-
+        values_token = row[0]
     gp = find_gp()
     started = time.monotonic()
     batch: list[tuple[int, str]] = []
     batch_started = started
     stored = no_fac = 0
-    for position, (n, term) in enumerate(todo):
+    for n, term in _todo(seq_id, count):
         factors = factor_term(term, limits, gp)
         batch.append((n, factors))
         no_fac += factors == NO_FAC
         now = time.monotonic()
-        last = position == len(todo) - 1
         out_of_time = now - started >= slice_seconds
-        full = len(batch) >= BATCH_VALUES or now - batch_started >= BATCH_SECONDS
-        if not (last or out_of_time or full):
+        if not (out_of_time or len(batch) >= BATCH_VALUES or now - batch_started >= BATCH_SECONDS):
             continue
-        with session_scope() as session:
-            if not store_factors(session, seq_id, values_token, batch, token):
-                session.rollback()
-                return "refused"
+        if not _store(seq_id, values_token, batch, token):
+            return "refused"
         stored += len(batch)
         batch, batch_started = [], time.monotonic()
-        if out_of_time and not last:
-            log.info(
-                "factor.slice_done",
-                extra={"stored": stored, "left": len(todo) - stored, "no_fac": no_fac},
-            )
+        if out_of_time:
+            log.info("factor.slice_done", extra={"stored": stored, "no_fac": no_fac})
             return "partial"
+    if batch:
+        if not _store(seq_id, values_token, batch, token):
+            return "refused"
+        stored += len(batch)
+    if not stored:
+        return "cached"
     log.info("factor.stored", extra={"stored": stored, "no_fac": no_fac})
     return "stored"

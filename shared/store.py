@@ -133,10 +133,6 @@ def read_factors(session: Session, seq_id: str, count: int) -> Factors | None:
     return Factors(seq_id, name, first, length, {n: factors for n, factors in rows})
 
 
-def factored_indices(session: Session, seq_id: str) -> set[int]:
-    return set(session.scalars(select(Factorization.n).where(Factorization.id == seq_id)))
-
-
 def read_sequence(session: Session, seq_id: str) -> Sequence | None:
     return session.get(Sequence, seq_id)
 
