@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import unicodedata
 from functools import cache
 from pathlib import Path
 
@@ -186,6 +187,8 @@ def search_oeis(term: str) -> Response:
         raise BadRequest(f"search terms are limited to {MAX_TERM} characters")
     if not term.strip():
         raise BadRequest("the search term is empty")
+    if any(unicodedata.category(char) == "Cc" for char in term):
+        raise BadRequest("the search term contains control characters")
 
     def read(session: Session) -> dict[str, list[list[str]]] | list[Work]:
         results = read_search(session, term)

@@ -131,6 +131,8 @@ def test_health(client) -> None:
         "/api/get_oeis_name_and_values/A00004%27",
         "/api/get_oeis_metadata/DROP TABLE",
         "/api/tasks/not a task",
+        "/api/search_oeis/a%00b",
+        "/api/search_oeis/tab%09here",
     ],
 )
 def test_bad_input_is_400_json_before_any_work(client, fake_oeis, path: str) -> None:
