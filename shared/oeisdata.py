@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from shared.errors import NotFound, UpstreamBadData
-from shared.parsing import Entry
+from shared.parsing import Entry, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class LocalOEIS:
                 raise UpstreamBadData(
                     f"local entry {seq_id} is larger than {MAX_ENTRY_BYTES} bytes"
                 )
-            text = path.read_text("utf-8", errors="replace")
+            text = clean_text(path.read_text("utf-8", errors="replace"))
         except FileNotFoundError:
             raise NotFound(f"the OEIS has no sequence {seq_id}") from None
         fields: dict[str, list[str]] = {}

@@ -110,12 +110,19 @@ def parse_entry(item: Any) -> Entry | None:
     match = _OFFSET.fullmatch(offset) if isinstance(offset, str) else None
     return Entry(
         id=format_id(number),
-        name=name,
+        name=clean_text(name),
         offset=int(match.group(1)) if match else None,
-        xrefs=[x for x in xrefs if isinstance(x, str)] if isinstance(xrefs, list) else [],
-        keywords=item["keyword"] if isinstance(item.get("keyword"), str) else "",
-        author=item["author"] if isinstance(item.get("author"), str) else "",
+        xrefs=[clean_text(x) for x in xrefs if isinstance(x, str)]
+        if isinstance(xrefs, list)
+        else [],
+        keywords=clean_text(item["keyword"]) if isinstance(item.get("keyword"), str) else "",
+        author=clean_text(item["author"]) if isinstance(item.get("author"), str) else "",
     )
+
+
+def clean_text(text: str) -> str:
+    """Text as PostgreSQL can store it: without NUL characters."""
+    return text.replace("\x00", "")
 
 
 def parse_entries(payload: Any) -> list[Entry]:

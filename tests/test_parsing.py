@@ -139,3 +139,22 @@ def test_ids_normalised(raw: str) -> None:
 def test_bad_ids_rejected(raw: str) -> None:
     with pytest.raises(InvalidId):
         normalize_id(raw)
+
+
+def test_nul_characters_never_reach_the_database() -> None:
+    entry = parse_entry(
+        {
+            "number": 45,
+            "name": "F\x00ib",
+            "xref": ["Cf.\x00 A000032."],
+            "keyword": "nonn\x00",
+            "author": "\x00",
+        }
+    )
+    assert entry is not None
+    assert (entry.name, entry.xrefs, entry.keywords, entry.author) == (
+        "Fib",
+        ["Cf. A000032."],
+        "nonn",
+        "",
+    )
