@@ -53,6 +53,7 @@ class Settings:
     backref_max_pages: int
     factor_budget: float
     factor_max_bits: int
+    factor_nice: int
     user_agent: str
     oeisdata_dir: Path | None
     commit: str | None
@@ -155,6 +156,9 @@ def load_settings() -> Settings:
         # always converts to an int under CPython's 4300-digit limit.
         factor_budget=_number("BACKSCOPE_FACTOR_BUDGET", "2", float, 0, MAX_FACTOR_BUDGET),
         factor_max_bits=int(_number("BACKSCOPE_FACTOR_MAX_BITS", "512", int, 1, MAX_FACTOR_BITS)),
+        # Factoring is background CPU work: at this niceness it yields the CPU to the
+        # API, the downloads and PostgreSQL whenever they want it.
+        factor_nice=int(_number("BACKSCOPE_FACTOR_NICE", "10", int, 0, 19)),
         user_agent=_text(
             "BACKSCOPE_USER_AGENT",
             f"Backscope/{_version()} (Numberscope back end; +https://github.com/numberscope/backscope)",

@@ -66,6 +66,23 @@ def queued_factor_tasks() -> int:
         return queue.queue_declare().message_count
 
 
+def process_tree(pid: int) -> dict[int, tuple[int, int]]:
+    """pid -> (depth below `pid`, niceness) for `pid` and every process under it."""
+    parents: dict[int, tuple[int, int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            parents[int(stat.parent.name)] = (int(fields[1]), int(fields[16]))
+    tree = {pid: (0, parents.get(pid, (0, 0))[1])}
+    while added := {
+        child: (tree[parent][0] + 1, nice)
+        for child, (parent, nice) in parents.items()
+        if parent in tree and child not in tree
+    }:
+        tree.update(added)
+    return tree
+
+
 def purge_factor_queue() -> None:
     with celery.connection_for_write() as connection:
         celery.amqp.queues[FACTORS_QUEUE].bind(connection.default_channel).purge()
@@ -323,7 +340,7 @@ def test_download_is_not_delayed_by_a_saturated_factor_queue(
     client, worker, factor_workers
 ) -> None:
     # A 5 s budget: the factor worker spends about 15 s on A900100's three hard values.
-    factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="5")
+    factors = factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="5")
     assert client.get("/api/get_oeis_values/A900100/0").status_code == 200
     lock = lock_key("factors", "A900100")
 
@@ -333,6 +350,16 @@ def test_download_is_not_delayed_by_a_saturated_factor_queue(
 
     wait_until(factoring_started, 20, "the factor worker to start on A900100")
     busy_task = read_lock(get_redis("locks"), lock).owner
+    # It factors at a lower CPU priority (BACKSCOPE_FACTOR_NICE, default 10), down to the
+    # child process that factors a hard value; the download worker keeps the normal one.
+    wait_until(
+        lambda: any(depth == 2 for depth, _ in process_tree(factors.process.pid).values()),
+        20,
+        "a child process factoring a hard value",
+    )
+    niceness = {depth: nice for depth, nice in process_tree(factors.process.pid).values()}
+    assert niceness[1] == niceness[2] == 10
+    assert {nice for _, nice in process_tree(worker.process.pid).values()} == {0}
     celery.send_task(factors_work("A000040").task, args=["A000040", 0])  # queued behind it
 
     # A download of an uncached sequence goes through while the factor worker is busy.

@@ -2,11 +2,14 @@
 
 It runs on the `factors` queue (worker/celery_app.py routes it there), served by its own
 workers (`make factor-worker`, or the `factors` line of the Procfile), so CPU-bound
-factoring never delays a download. It locks its unit of work like the downloads do and
-calls shared.factoring.
+factoring never delays a download. It runs at a lower CPU priority
+(BACKSCOPE_FACTOR_NICE), so on a small machine it also yields to the API and PostgreSQL.
+It locks its unit of work like the downloads do and calls shared.factoring.
 """
 
 from __future__ import annotations
+
+import os
 
 from celery import Task
 
@@ -23,6 +26,7 @@ FACTOR_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True
 def factor_values(self: Task, seq_id: str, count: int = 0) -> dict[str, str]:
     """Factor the first `count` terms (all when 0) of `seq_id` not factored yet."""
     settings = get_settings()
+    _lower_priority(settings.factor_nice)
     limits = factoring.Limits(settings.factor_budget, settings.factor_max_bits)
     work = factors_work(seq_id, count)
     result = run_locked(
@@ -34,3 +38,13 @@ def factor_values(self: Task, seq_id: str, count: int = 0) -> dict[str, str]:
         # continuation in the lock.
         result["continued_by"] = schedule(work) or ""
     return result
+
+
+def _lower_priority(nice: int) -> None:
+    """Run this pool process, and the gp children it starts, at niceness `nice`.
+
+    A pool process that also takes downloads (a worker started on every queue) keeps
+    the lower priority for them too; downloads mostly wait on the network anyway.
+    """
+    if os.getpriority(os.PRIO_PROCESS, 0) < nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
