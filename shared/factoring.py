@@ -59,39 +59,33 @@ def factor_term(term: str, limits: Limits, gp_path: str | None) -> str:
     return factorize(value, budget=limits.budget, max_value=2**limits.max_bits, gp_path=gp_path)
 
 
-# The next page of terms still to factor, in index order (the order the API's check
-# relies on: see read_cached in shared/store.py). Pages, each read in its own short
-# transaction, keep a sequence of 100,000 thousand-digit terms out of this process's
-# memory without holding a transaction open while factoring.
+# The terms still to factor in one page of positions, in index order (the order the
+# API's check relies on: see Cached.factored in shared/store.py). Pages, each read in its
+# own short transaction, keep a sequence of 100,000 thousand-digit terms out of this
+# process's memory without holding a transaction open while factoring. A page is a slice
+# of the array, so only its own terms are unnested and checked for a factorization.
 PAGE_TERMS = 1000
 _TODO = text(
     """
-    SELECT t.ord, v.first_index + t.ord - 1, t.term
+    SELECT v.first_index + :after + t.ord - 1, t.term
     FROM sequence_values AS v
-    CROSS JOIN LATERAL unnest(CASE WHEN :count > 0 THEN v.terms[1:(:count)] ELSE v.terms END)
-        WITH ORDINALITY AS t(term, ord)
-    WHERE v.id = :id AND t.ord > :after AND NOT EXISTS (
+    CROSS JOIN LATERAL unnest(v.terms[(:after + 1):(:last)]) WITH ORDINALITY AS t(term, ord)
+    WHERE v.id = :id AND NOT EXISTS (
         SELECT 1 FROM factorizations AS f
-        WHERE f.id = v.id AND f.n = v.first_index + t.ord - 1)
+        WHERE f.id = v.id AND f.n = v.first_index + :after + t.ord - 1)
     ORDER BY t.ord
-    LIMIT :page
     """
 )
 
 
-def _todo(seq_id: str, count: int) -> Iterator[tuple[int, str]]:
-    """(index, term) of every term up to `count` (0: all) without a factorization."""
-    after = 0
-    while True:
+def _todo(seq_id: str, end: int) -> Iterator[tuple[int, str]]:
+    """(index, term) of every one of the first `end` terms without a factorization."""
+    for after in range(0, end, PAGE_TERMS):
         with session_scope() as session:
             page = session.execute(
-                _TODO, {"id": seq_id, "count": count, "after": after, "page": PAGE_TERMS}
+                _TODO, {"id": seq_id, "after": after, "last": min(after + PAGE_TERMS, end)}
             ).all()
-        for _, n, term in page:
-            yield n, term
-        if len(page) < PAGE_TERMS:
-            return
-        after = page[-1][0]
+        yield from page
 
 
 def _store(seq_id: str, values_token: int, batch: list[tuple[int, str]], token: int) -> bool:
@@ -118,17 +112,19 @@ def factor_values(
     """
     with session_scope() as session:
         row = session.execute(
-            select(SequenceValues.token).where(SequenceValues.id == seq_id)
+            select(SequenceValues.token, SequenceValues.term_count).where(
+                SequenceValues.id == seq_id
+            )
         ).first()
         if row is None:
             return "no_values"
-        values_token = row[0]
+        values_token, term_count = row
     gp = find_gp()
     started = time.monotonic()
     batch: list[tuple[int, str]] = []
     batch_started = started
     stored = no_fac = 0
-    for n, term in _todo(seq_id, count):
+    for n, term in _todo(seq_id, min(count, term_count) if count > 0 else term_count):
         factors = factor_term(term, limits, gp)
         batch.append((n, factors))
         no_fac += factors == NO_FAC

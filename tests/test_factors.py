@@ -15,6 +15,7 @@ import pytest
 import sympy
 from sqlalchemy import func, select
 
+from shared import factoring
 from shared.db import session_scope
 from shared.factor import NO_FAC
 from shared.factoring import Limits, factor_term, factor_values
@@ -122,6 +123,17 @@ def test_body_factors_only_missing_terms_in_batches(stored_naturals) -> None:
     assert all(everything[n] == first[n] for n in first)  # not computed again
     assert {everything[n][1] for n in range(11, 101)} == {102}
     assert factor_values("A000045", 0, token=103, limits=LIMITS) == "no_values"
+
+
+def test_body_reads_the_terms_a_page_at_a_time(stored_naturals, monkeypatch) -> None:
+    monkeypatch.setattr(factoring, "PAGE_TERMS", 7)  # pages end at 7, 14, ... 98, 100
+    assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"  # in page 2
+    assert list(rows("A000027")) == list(range(1, 11))
+    assert factor_values("A000027", 0, token=101, limits=LIMITS) == "stored"
+    everything = rows("A000027")
+    assert list(everything) == list(range(1, 101))
+    assert {everything[n][1] for n in range(1, 11)} == {100}  # the first ten kept
+    assert all(product(everything[n][0]) == n for n in everything)
 
 
 def test_body_stops_at_the_end_of_its_slice_with_progress_stored(stored_naturals) -> None:
