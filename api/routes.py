@@ -18,9 +18,10 @@ from api.errors import BadRequest, error
 from api.jobs import obtain, schedule
 from api.responses import documents, send_json
 from shared.config import get_settings
-from shared.db import session_scope
+from shared.db import listen_connection, session_scope
 from shared.errors import NotFound
 from shared.ids import normalize_id
+from shared.readcache import ReadCache
 from shared.redis_db import get_redis
 from shared.store import (
     Cached,
@@ -49,6 +50,8 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_TERM = 200
 _COUNT = re.compile(r"[0-9]{1,9}")
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+# What is cached per sequence, kept in memory until the database reports a change.
+cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection)
 TASK_STATES = {
     "PENDING": "pending",
     "RECEIVED": "pending",
@@ -71,14 +74,14 @@ def _check_missing(session: Session, seq_id: str) -> None:
         raise NotFound(f"the OEIS has no sequence {seq_id}")
 
 
-def _cached(seq_id: str, count: int, needs_name: bool) -> Cached:
+def _cached(seq_id: str, needs_name: bool) -> Cached:
     """The cached answer, fetching what is missing first (values; the name if needed)."""
-    cached = read_cached(seq_id, count)
+    cached = cached_reads.get(seq_id)
     if cached is not None and (cached.name is not None or not needs_name):
         return cached
 
     def read(session: Session) -> Cached | list[Work]:
-        found = read_cached(seq_id, count)
+        found = read_cached(seq_id)
         if found is not None and (found.name is not None or not needs_name):
             return found
         _check_missing(session, seq_id)
@@ -108,8 +111,9 @@ def _answer(cached: Cached, count: int) -> Response:
     entry = documents.get(key)
     if entry is None:
         body = _body(cached, size)
-        if body is None:  # replaced since we looked: start again
-            return _answer(_cached(cached.id, count, cached.name is not None), count)
+        if body is None:  # replaced since we looked (the news may be on its way): again
+            cached_reads.changed(cached.id)
+            return _answer(_cached(cached.id, cached.name is not None), count)
         documents.put(key, body)
     else:
         body = entry[0]
@@ -119,17 +123,17 @@ def _answer(cached: Cached, count: int) -> Response:
 @bp.get("/get_oeis_values/<seq_id>/<count>")
 def get_oeis_values(seq_id: str, count: str) -> Response:
     seq_id, n = normalize_id(seq_id), parse_count(count)
-    cached = _cached(seq_id, n, needs_name=False)
+    cached = _cached(seq_id, needs_name=False)
     if cached.name is None:
         schedule(metadata_work(seq_id))
-    if not cached.factored:
+    if not cached.factored(n):
         schedule(factors_work(seq_id, n))
     return _answer(cached, n)
 
 
 @bp.get("/get_oeis_name_and_values/<seq_id>")
 def get_oeis_name_and_values(seq_id: str) -> Response:
-    return _answer(_cached(normalize_id(seq_id), 0, needs_name=True), 0)
+    return _answer(_cached(normalize_id(seq_id), needs_name=True), 0)
 
 
 @bp.get("/get_oeis_metadata/<seq_id>")

@@ -54,6 +54,30 @@ def get_read_engine() -> Engine:
     return engine
 
 
+def listen_connection() -> Any:
+    """A DB-API connection of its own (outside every pool), in autocommit, for LISTEN.
+
+    TCP keepalives make a connection whose server vanished without a word fail within
+    about 25 s instead of waiting forever (shared/readcache.py also checks it when idle).
+    """
+    engine = get_engine()
+    args, params = engine.dialect.create_connect_args(engine.url)
+    connection = engine.dialect.loaded_dbapi.connect(
+        *args,
+        **{
+            **params,
+            "connect_timeout": 5,
+            "application_name": "backscope-api-listener",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
+    )
+    connection.autocommit = True
+    return connection
+
+
 @cache
 def _session_factory() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)

@@ -54,19 +54,15 @@ def create_database(database_url: str) -> bool:
 
 
 def drop_database(database_url: str) -> None:
-    """Drop the database, first ending every other session connected to it."""
-    name = database_name(database_url)
+    """Drop the database, ending every other session connected to it.
+
+    WITH (FORCE) ends them and drops in one step, so a process that reconnects at once
+    (the API's change listener does) cannot get in between (PostgreSQL 13 and later).
+    """
     engine = _server_engine(database_url)
     with engine.connect() as connection:
-        connection.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :name AND pid <> pg_backend_pid()"
-            ),
-            {"name": name},
-        )
-        quoted = connection.dialect.identifier_preparer.quote(name)
-        connection.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+        quoted = connection.dialect.identifier_preparer.quote(database_name(database_url))
+        connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
     engine.dispose()
 
 

@@ -36,24 +36,30 @@ class Cached:
     term_count: int
     etag: str  # of the ready-made document (the whole sequence, with its name)
     name: str | None  # None until the metadata is loaded
-    factored: bool  # factorizations are stored for every requested term
+    factored_through: int | None  # the largest index with a stored factorization
 
     def size(self, count: int) -> int:
         """How many terms a request for `count` (0: all) gets."""
         return count if 0 < count < self.term_count else self.term_count
 
+    def factored(self, count: int) -> bool:
+        """Whether factorizations are stored for every term a request for `count` gets.
+
+        The factor task stores them in index order from the first index, so the last
+        index having one means all of them do.
+        """
+        last = self.first_index + self.size(count) - 1
+        return self.factored_through is not None and self.factored_through >= last
+
 
 # One round trip that never reads the terms themselves (slicing a large array means
-# decompressing all of it). The factor check is a single index probe: the factor task
-# stores factorizations in index order from the first index, so the last requested
-# index having one means all of them do.
+# decompressing all of it); the largest factored index is one backward index probe.
 PREPARED["backscope_cached"] = (
-    "(text, integer)",
+    "(text)",
     """
     SELECT v.first_index, v.term_count, v.etag,
            CASE WHEN s.meta_fetched_at IS NOT NULL THEN s.name END,
-           EXISTS (SELECT 1 FROM factorizations AS f WHERE f.id = v.id AND f.n = v.first_index
-                   + CASE WHEN $2 > 0 AND $2 < v.term_count THEN $2 ELSE v.term_count END - 1)
+           (SELECT max(f.n) FROM factorizations AS f WHERE f.id = v.id)
     FROM sequence_values AS v JOIN sequences AS s ON s.id = v.id
     WHERE v.id = $1
     """,
@@ -72,9 +78,9 @@ def _read_one(sql: str, params: dict[str, object]) -> tuple | None:
         connection.close()  # back to the pool
 
 
-def read_cached(seq_id: str, count: int) -> Cached | None:
-    """What is cached for the first `count` terms (all when 0), or None if nothing is."""
-    row = _read_one("EXECUTE backscope_cached(%(id)s, %(n)s)", {"id": seq_id, "n": count})
+def read_cached(seq_id: str) -> Cached | None:
+    """What is cached for this sequence, or None if its values are not."""
+    row = _read_one("EXECUTE backscope_cached(%(id)s)", {"id": seq_id})
     return None if row is None else Cached(seq_id, *row)
 
 

@@ -114,6 +114,12 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
 
         with session_scope() as session:
             session.execute(text(f"TRUNCATE {', '.join(Base.metadata.tables)}"))
+        # The TRUNCATE's notification empties the API's cache a moment later; a test
+        # must not race it.
+        from api.routes import cached_reads
+        from shared.readcache import EVERYTHING
+
+        cached_reads.changed(EVERYTHING)
     if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
         _flush_state()
     yield

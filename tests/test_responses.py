@@ -11,6 +11,7 @@ from shared.lock import current_fence
 from shared.parsing import BFile
 from shared.redis_db import get_redis
 from shared.store import forget, store_values
+from tests.helpers import wait_until
 
 PATH = "/api/get_oeis_name_and_values/A000045"
 
@@ -75,14 +76,22 @@ def test_document_follows_the_data(client, fake_oeis) -> None:
         assert store_values(
             session, "A000045", BFile(0, terms), token=current_fence(get_redis("locks")) + 10**9
         )
+    # (API processes hear of a change a moment after it commits: shared/readcache.py.)
+    wait_until(
+        lambda: (
+            client.get(PATH, headers={"If-None-Match": before.headers["ETag"]}).status_code == 200
+        ),
+        2,
+        "the new document",
+    )
     after = client.get(PATH, headers={"If-None-Match": before.headers["ETag"]})
-    assert after.status_code == 200
     assert after.headers["ETag"] != before.headers["ETag"]
     assert len(after.get_json()["values"]) == len(before.get_json()["values"]) + 1
     # ... and after forgetting, the next request downloads and builds it again.
     with session_scope() as session:
         forget(session, ["A000045"], token=current_fence(get_redis("locks")))
     assert fake_oeis.bfile_downloads("A000045") == 1
+    wait_until(lambda: client.get(PATH).get_json() != after.get_json(), 2, "the download")
     again = client.get(PATH)
     assert again.status_code == 200
     assert fake_oeis.bfile_downloads("A000045") == 2

@@ -67,8 +67,8 @@ def test_forget_removes_only_named_and_fences_them(db) -> None:
     with session_scope() as session:
         assert forget(session, ["A000045"], token=11) == 1
     with session_scope() as session:
-        assert read_cached("A000045", 0) is None
-        assert read_cached("A000040", 0).term_count == 1
+        assert read_cached("A000045") is None
+        assert read_cached("A000040").term_count == 1
         assert set(session.scalars(select(SequenceValues.id))) == {"A000040"}
     with session_scope() as session:
         assert not store_values(session, "A000045", BFile(1, ["2"]), token=11)

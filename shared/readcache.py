@@ -1,0 +1,152 @@
+"""The API's hot-path lookups, kept in memory until PostgreSQL says the data changed.
+
+Looking up what is cached for a sequence (shared/store.py: read_cached) is one small
+query, yet it was half the cost of serving a cached sequence. Each API process keeps
+the answers in memory instead and drops one as soon as its sequence's rows change:
+every change sends NOTIFY backscope_changes with the sequence id (alembic migration
+0004; '*' when tables are truncated), and a thread in each process LISTENs for them on
+a connection of its own.
+
+The cache is used only while that connection is listening. When it is lost, the cache
+is emptied and lookups go to the database until a new connection listens again, so a
+change cannot be missed. After a change commits, a process may serve the old answer
+until the notification arrives: well under a millisecond on one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+CHANNEL = "backscope_changes"
+EVERYTHING = "*"
+# Idle this long, the listening connection is checked with a query (a dead one raises).
+HEARTBEAT_SECONDS = 5.0
+RETRY_SECONDS = (0.5, 30.0)  # first and largest wait before connecting again
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ReadCache(Generic[T]):
+    """`load(key)` results kept per key until a change notification names the key.
+
+    Nothing is kept for a key whose `load` returned None. At most `max_entries` are kept
+    (the oldest go first).
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str], T | None],
+        connect: Callable[[], Any],
+        max_entries: int = 100_000,
+    ) -> None:
+        self._load = load
+        self._connect = connect
+        self._max_entries = max_entries
+        self._entries: dict[str, T] = {}
+        self._lock = threading.Lock()
+        # Bumped by every notification and every change of `_live`: a load that saw
+        # another generation start may have read data that a notification already
+        # superseded, so it is not kept.
+        self._generation = 0
+        self._live = False
+        self._thread: threading.Thread | None = None
+        os.register_at_fork(after_in_child=self._forget_after_fork)
+
+    @property
+    def live(self) -> bool:
+        """Whether the listening connection is up (and so the cache in use)."""
+        return self._live
+
+    def get(self, key: str) -> T | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
+        self._start_listening()
+        with self._lock:
+            generation, live = self._generation, self._live
+        found = self._load(key)
+        if found is not None and live:
+            with self._lock:
+                if self._generation == generation:
+                    if len(self._entries) >= self._max_entries:
+                        del self._entries[next(iter(self._entries))]
+                    self._entries[key] = found
+        return found
+
+    def changed(self, key: str) -> None:
+        """Drop what is kept for `key` (for EVERYTHING: all of it)."""
+        with self._lock:
+            self._generation += 1
+            if key == EVERYTHING:
+                self._entries.clear()
+            else:
+                self._entries.pop(key, None)
+
+    def _set_live(self, live: bool) -> None:
+        with self._lock:
+            self._generation += 1
+            self._live = live
+            self._entries.clear()
+
+    def _forget_after_fork(self) -> None:
+        # The listening thread does not exist in a forked child.
+        self._lock = threading.Lock()
+        self._thread = None
+        self._live = False
+        self._entries = {}
+
+    def _start_listening(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._listen_forever, name="backscope-readcache", daemon=True
+                )
+                self._thread.start()
+
+    def _listen_forever(self) -> None:
+        wait = RETRY_SECONDS[0]
+        while True:
+            try:
+                connection = self._connect()
+            except Exception as exc:
+                log.warning("readcache.connect_failed", extra={"error": repr(exc)[:200]})
+            else:
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"LISTEN {CHANNEL}")
+                    self._set_live(True)
+                    log.info("readcache.listening")
+                    wait = RETRY_SECONDS[0]
+                    self._relay(connection)
+                except Exception as exc:
+                    log.warning("readcache.connection_lost", extra={"error": repr(exc)[:200]})
+                finally:
+                    self._set_live(False)
+                    try:
+                        connection.close()
+                    except Exception:  # closing a broken connection may fail too
+                        log.debug("readcache.close_failed", exc_info=True)
+            time.sleep(wait)
+            wait = min(2 * wait, RETRY_SECONDS[1])
+
+    def _relay(self, connection: Any) -> None:
+        """Pass notifications on to `changed` until the connection fails."""
+        while True:
+            readable, _, _ = select.select([connection], [], [], HEARTBEAT_SECONDS)
+            if readable:
+                connection.poll()
+            else:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+            while connection.notifies:
+                self.changed(connection.notifies.pop(0).payload)

@@ -1,0 +1,188 @@
+"""The API's in-memory cache of hot-path lookups (shared/readcache.py), against the real
+database: kept until PostgreSQL reports a change, never used while it cannot listen."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from shared.db import listen_connection, session_scope
+from shared.lock import current_fence
+from shared.parsing import BFile, Entry
+from shared.readcache import ReadCache
+from shared.redis_db import get_redis
+from shared.store import Cached, clear_all, forget, read_cached, store_metadata, store_values
+from tests.helpers import wait_until
+
+
+class CountingLoad:
+    """read_cached, counting the lookups that reach the database."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, seq_id: str) -> Cached | None:
+        self.calls += 1
+        return read_cached(seq_id)
+
+
+class Observed(ReadCache):
+    """A ReadCache that records the change notifications it has handled."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.heard: list[str] = []
+
+    def changed(self, key: str) -> None:
+        super().changed(key)
+        self.heard.append(key)
+
+    def start(self) -> Observed:
+        self.get("A000000")  # the first lookup starts the listening thread
+        wait_until(lambda: self.live, 10, "the cache to listen")
+        return self
+
+    def write(self, change) -> None:
+        """Make a change in its own transaction and wait until the news arrives."""
+        self.heard.clear()
+        with session_scope() as session:
+            change(session)
+        wait_until(lambda: self.heard, 2, "the change notification")
+
+
+_last_token = 0
+
+
+def token() -> int:
+    """A fencing token newer than any handed out so far (here or by the lock)."""
+    global _last_token
+    _last_token = max(_last_token, current_fence(get_redis("locks"))) + 1
+    return _last_token
+
+
+def values(seq_id: str, terms: list[str]):
+    return lambda session: store_values(session, seq_id, BFile(0, terms), token=token())
+
+
+@pytest.fixture
+def cache(database):
+    load = CountingLoad()
+    return Observed(load, listen_connection).start(), load
+
+
+def test_kept_until_the_sequence_changes(cache) -> None:
+    reads, load = cache
+    reads.write(values("A000045", ["0", "1", "1"]))
+    first = reads.get("A000045")
+    calls = load.calls
+    assert reads.get("A000045") is first  # from memory
+    assert load.calls == calls
+
+    reads.write(values("A000045", ["0", "1", "1", "2"]))
+    assert reads.get("A000045").term_count == 4
+    assert reads.get("A000045").etag != first.etag
+
+
+def add_name(session) -> None:
+    store_metadata(
+        session, Entry("A000045", "Fibonacci numbers.", 0, [], "nonn", ""), token=token()
+    )
+
+
+def add_factorization(session) -> None:
+    session.execute(
+        text("INSERT INTO factorizations (id, n, factors, token) VALUES ('A000045', 0, '[0,1]', 1)")
+    )
+
+
+@pytest.mark.parametrize(
+    "change, after, everything",
+    [
+        pytest.param(add_name, "Fibonacci numbers.", False, id="name arrives"),
+        pytest.param(add_factorization, 0, False, id="factorization stored"),
+        pytest.param(
+            lambda session: forget(session, ["A000045"], token=token()), None, False, id="forget"
+        ),
+        pytest.param(lambda session: clear_all(session, token=token()), None, True, id="clear"),
+    ],
+)
+def test_every_kind_of_change_drops_the_entry(cache, change, after, everything: bool) -> None:
+    reads, load = cache
+    reads.write(values("A000045", ["0", "1", "1"]))
+    reads.write(values("A000040", ["2", "3", "5"]))
+    assert reads.get("A000045").name is None
+    assert reads.get("A000045").factored_through is None
+    reads.get("A000040")
+
+    reads.write(change)
+    found = reads.get("A000045")
+    if after is None:
+        assert found is None
+    else:
+        assert after in (found.name, found.factored_through)
+    # Only the sequence that changed is looked up again (every one after a clear).
+    calls = load.calls
+    reads.get("A000040")
+    assert load.calls == calls + everything
+
+
+def test_a_lookup_overtaken_by_a_change_is_not_kept(database) -> None:
+    def load(seq_id: str) -> Cached | None:
+        found = read_cached(seq_id)  # the old data ...
+        if found is not None and found.term_count == 2:
+            reads.write(values(seq_id, ["0", "1", "1"]))  # ... replaced, news heard, meanwhile
+        return found
+
+    reads = Observed(load, listen_connection).start()
+    reads.write(values("A000045", ["0", "1"]))
+    assert reads.get("A000045").term_count == 2  # answered with what it read ...
+    assert reads.get("A000045").term_count == 3  # ... but not kept
+
+
+def test_not_used_while_the_connection_is_lost(cache) -> None:
+    reads, load = cache
+    reads.write(values("A000045", ["0", "1"]))
+    reads.get("A000045")
+    with session_scope() as session:
+        session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'backscope-api-listener'"
+            )
+        )
+    wait_until(lambda: not reads.live, 5, "the loss to be noticed")
+    # A change made now is not heard, and every lookup goes to the database.
+    with session_scope() as session:
+        values("A000045", ["0", "1", "1"])(session)
+    calls = load.calls
+    assert reads.get("A000045").term_count == 3
+    assert reads.get("A000045").term_count == 3
+    assert load.calls == calls + 2
+    # It connects again by itself, and then keeps answers again.
+    wait_until(lambda: reads.live, 10, "the cache to listen again")
+    reads.get("A000045")
+    calls = load.calls
+    assert reads.get("A000045").term_count == 3
+    assert load.calls == calls
+
+
+def test_nothing_kept_for_missing_sequences(cache) -> None:
+    reads, load = cache
+    calls = load.calls
+    assert reads.get("A000045") is None
+    assert reads.get("A000045") is None
+    assert load.calls == calls + 2
+
+
+def test_bounded(database) -> None:
+    load = CountingLoad()
+    reads = Observed(load, listen_connection, max_entries=2).start()
+    for seq_id in ("A000001", "A000002", "A000003"):
+        reads.write(values(seq_id, ["1"]))
+        reads.get(seq_id)
+    calls = load.calls
+    reads.get("A000003")
+    reads.get("A000002")
+    assert load.calls == calls
+    reads.get("A000001")  # the oldest went first
+    assert load.calls == calls + 1
