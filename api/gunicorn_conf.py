@@ -1,13 +1,16 @@
 """Gunicorn settings for `make run` and the container (see docs/performance.md for the
 measurements behind them). Threads let a worker keep serving cached reads while some
-requests wait for a download; several processes keep the GIL out of the way.
+requests wait for a download; one process per core keeps the GIL out of the way.
 Override with BACKSCOPE_API_WORKERS / BACKSCOPE_API_THREADS / BACKSCOPE_ACCESS_LOG=1."""
 
 import os
 
 bind = os.environ.get("BACKSCOPE_BIND", f"127.0.0.1:{os.environ.get('BACKSCOPE_PORT', '5000')}")
-workers = int(os.environ.get("BACKSCOPE_API_WORKERS", str(2 * (os.cpu_count() or 1))))
-threads = int(os.environ.get("BACKSCOPE_API_THREADS", "4"))
+# One process per core: a cached read is all CPU (no query), and more processes than
+# cores only added scheduling delay to the p99. Eight threads each, so requests waiting
+# for a download (up to BACKSCOPE_SYNC_WAIT seconds) do not hold up cached reads.
+workers = int(os.environ.get("BACKSCOPE_API_WORKERS", str(os.cpu_count() or 1)))
+threads = int(os.environ.get("BACKSCOPE_API_THREADS", "8"))
 worker_class = "gthread"
 # A request may wait BACKSCOPE_SYNC_WAIT seconds for a download before answering 202.
 timeout = int(float(os.environ.get("BACKSCOPE_SYNC_WAIT", "20"))) + 30
