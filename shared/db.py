@@ -57,8 +57,10 @@ def get_read_engine() -> Engine:
 def listen_connection() -> Any:
     """A DB-API connection of its own (outside every pool), in autocommit, for LISTEN.
 
-    TCP keepalives make a connection whose server vanished without a word fail within
-    about 25 s instead of waiting forever (shared/readcache.py also checks it when idle).
+    A connection whose server vanished without a word must fail soon, not after the
+    kernel's 15 minutes of retransmissions: TCP keepalives cover an idle connection and
+    tcp_user_timeout a query waiting for its answer (shared/readcache.py checks the
+    connection with a query when it has been quiet for a few seconds).
     """
     engine = get_engine()
     args, params = engine.dialect.create_connect_args(engine.url)
@@ -72,6 +74,7 @@ def listen_connection() -> Any:
             "keepalives_idle": 10,
             "keepalives_interval": 5,
             "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,  # milliseconds
         },
     )
     connection.autocommit = True

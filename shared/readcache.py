@@ -7,10 +7,12 @@ every change sends NOTIFY backscope_changes with the sequence id (alembic migrat
 0004; '*' when tables are truncated), and a thread in each process LISTENs for them on
 a connection of its own.
 
-The cache is used only while that connection is listening. When it is lost, the cache
-is emptied and lookups go to the database until a new connection listens again, so a
-change cannot be missed. After a change commits, a process may serve the old answer
-until the notification arrives: well under a millisecond on one machine.
+The cache is used only while that connection is listening and the triggers that send
+the notifications exist (a database not yet migrated to 0004 has none). When it is
+lost, the cache is emptied and lookups go to the database until a new connection
+listens again, so a change cannot be missed. After a change commits, a process may
+serve the old answer until the notification arrives: well under a millisecond on one
+machine.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 CHANNEL = "backscope_changes"
 EVERYTHING = "*"
+# The triggers that send the notifications (alembic migration 0004).
+TRIGGERS = ("sequences_changed", "sequence_values_changed", "factorizations_changed")
 # Idle this long, the listening connection is checked with a query (a dead one raises).
 HEARTBEAT_SECONDS = 5.0
 RETRY_SECONDS = (0.5, 30.0)  # first and largest wait before connecting again
@@ -32,6 +37,22 @@ RETRY_SECONDS = (0.5, 30.0)  # first and largest wait before connecting again
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class NotNotified(Exception):
+    """The database does not send change notifications (its triggers are missing)."""
+
+
+def _check_triggers(connection: Any) -> None:
+    """Raise NotNotified unless every trigger sending the notifications exists."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = ANY(%s) AND tgenabled <> 'D'",
+            (list(TRIGGERS),),
+        )
+        (found,) = cursor.fetchone()
+    if found != len(TRIGGERS):
+        raise NotNotified(f"{found} of the {len(TRIGGERS)} change triggers are enabled")
 
 
 class ReadCache(Generic[T]):
@@ -58,7 +79,7 @@ class ReadCache(Generic[T]):
         self._generation = 0
         self._live = False
         self._thread: threading.Thread | None = None
-        os.register_at_fork(after_in_child=self._forget_after_fork)
+        _instances.add(self)
 
     @property
     def live(self) -> bool:
@@ -108,10 +129,11 @@ class ReadCache(Generic[T]):
             return
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._listen_forever, name="backscope-readcache", daemon=True
                 )
-                self._thread.start()
+                thread.start()
+                self._thread = thread
 
     def _listen_forever(self) -> None:
         wait = RETRY_SECONDS[0]
@@ -124,12 +146,13 @@ class ReadCache(Generic[T]):
                 try:
                     with connection.cursor() as cursor:
                         cursor.execute(f"LISTEN {CHANNEL}")
+                    _check_triggers(connection)
                     self._set_live(True)
                     log.info("readcache.listening")
                     wait = RETRY_SECONDS[0]
                     self._relay(connection)
                 except Exception as exc:
-                    log.warning("readcache.connection_lost", extra={"error": repr(exc)[:200]})
+                    log.warning("readcache.not_listening", extra={"error": repr(exc)[:200]})
                 finally:
                     self._set_live(False)
                     try:
@@ -145,8 +168,20 @@ class ReadCache(Generic[T]):
             readable, _, _ = select.select([connection], [], [], HEARTBEAT_SECONDS)
             if readable:
                 connection.poll()
-            else:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT 1")
+            else:  # quiet: check the connection, and that the triggers are still there
+                _check_triggers(connection)
             while connection.notifies:
                 self.changed(connection.notifies.pop(0).payload)
+
+
+# Every cache, so that a forked child can reset them all (the listening thread does not
+# exist in a forked child); weak, so that a cache nobody uses any more can go.
+_instances: weakref.WeakSet[ReadCache] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    for instance in _instances:
+        instance._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

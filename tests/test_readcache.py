@@ -3,6 +3,8 @@ database: kept until PostgreSQL reports a change, never used while it cannot lis
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import text
 
@@ -164,6 +166,29 @@ def test_not_used_while_the_connection_is_lost(cache) -> None:
     calls = load.calls
     assert reads.get("A000045").term_count == 3
     assert load.calls == calls
+
+
+def test_not_used_while_the_database_sends_no_notifications(database) -> None:
+    """A database whose change triggers are missing (not yet migrated) or disabled."""
+    trigger = "ALTER TABLE factorizations {} TRIGGER factorizations_changed"
+    with session_scope() as session:
+        session.execute(text(trigger.format("DISABLE")))
+    try:
+        load = CountingLoad()
+        reads = Observed(load, listen_connection)
+        reads.get("A000045")  # starts the listening thread
+        with session_scope() as session:
+            values("A000045", ["0", "1"])(session)
+        time.sleep(1)  # it has connected and found a trigger missing by now (and retried)
+        assert not reads.live
+        reads.get("A000045")
+        calls = load.calls
+        assert reads.get("A000045").term_count == 2
+        assert load.calls == calls + 1
+    finally:
+        with session_scope() as session:
+            session.execute(text(trigger.format("ENABLE")))
+    wait_until(lambda: reads.live, 10, "the cache to listen once the triggers are there")
 
 
 def test_nothing_kept_for_missing_sequences(cache) -> None:
