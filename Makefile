@@ -76,7 +76,7 @@ bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctr
 
 bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
 	$(BENCH_ENV) $(BIN)/backscope forget A999999 >/dev/null  # so its ingest is measured
-	$(BIN)/python bench/bench.py
+	$(BENCH_ENV) $(BIN)/python bench/bench.py
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate
