@@ -18,14 +18,13 @@ import subprocess
 from pathlib import Path
 
 from shared.errors import NotFound, UpstreamBadData
-from shared.parsing import Entry, clean_text
+from shared.parsing import Entry, clean_text, parse_offset
 
 log = logging.getLogger(__name__)
 
 MAX_ENTRY_BYTES = 4 * 2**20
 _LINE = re.compile(r"%([A-Za-z]) (A[0-9]{6})(?: (.*))?")
 _FILE = re.compile(r"A[0-9]{6}\.seq")
-_OFFSET = re.compile(r"(-?[0-9]{1,9})(?:,.*)?")
 
 
 class LocalOEIS:
@@ -47,6 +46,8 @@ class LocalOEIS:
             text = clean_text(path.read_text("utf-8", errors="replace"))
         except FileNotFoundError:
             raise NotFound(f"the OEIS has no sequence {seq_id}") from None
+        except OSError as exc:  # unreadable, or a directory where the file should be
+            raise UpstreamBadData(f"cannot read local entry {seq_id}: {exc.strerror}") from None
         fields: dict[str, list[str]] = {}
         for line in text.splitlines():
             match = _LINE.fullmatch(line.rstrip())
@@ -54,11 +55,10 @@ class LocalOEIS:
                 fields.setdefault(match.group(1), []).append(match.group(3) or "")
         if not fields.get("N"):
             raise UpstreamBadData(f"local entry {seq_id} has no %N name line")
-        offset = _OFFSET.fullmatch(fields.get("O", [""])[0].strip())
         return Entry(
             id=seq_id,
             name=fields["N"][0],
-            offset=int(offset.group(1)) if offset else None,
+            offset=parse_offset(fields.get("O", [""])[0]),
             xrefs=fields.get("Y", []),
             keywords=fields.get("K", [""])[0],
             author=fields.get("A", [""])[0],
@@ -74,20 +74,35 @@ class LocalOEIS:
 
     def _grep(self, seq_id: str) -> list[str]:
         pattern = rf"(^|[^0-9A-Za-z]){seq_id}([^0-9]|$)"
-        result = subprocess.run(
-            [self.rg, "--files-with-matches", "--no-messages", "-e", pattern, str(self.seq_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        try:
+            result = subprocess.run(
+                [
+                    self.rg,
+                    "--files-with-matches",
+                    "--no-messages",
+                    "-e",
+                    pattern,
+                    str(self.seq_dir),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise UpstreamBadData(f"ripgrep failed on the local OEIS copy: {exc}") from None
         if result.returncode not in (0, 1):  # 1 means "no match"
             raise UpstreamBadData(f"ripgrep failed on the local OEIS copy: {result.stderr[:200]}")
         return [os.path.basename(line) for line in result.stdout.splitlines()]
 
     def _scan(self, seq_id: str) -> list[str]:
         mention = re.compile(rf"(?<![0-9A-Za-z]){seq_id}(?![0-9])")
-        return [
-            path.name
-            for path in self.seq_dir.glob("A[0-9][0-9][0-9]/A*.seq")
-            if mention.search(path.read_text("utf-8", errors="replace"))
-        ]
+        found = []
+        for path in self.seq_dir.glob("A[0-9][0-9][0-9]/A*.seq"):
+            try:
+                if path.stat().st_size <= MAX_ENTRY_BYTES and mention.search(
+                    path.read_text("utf-8", errors="replace")
+                ):
+                    found.append(path.name)
+            except OSError as exc:  # one unreadable file does not hide the others
+                log.warning("oeisdata.unreadable", extra={"path": str(path), "error": exc.strerror})
+        return found

@@ -107,11 +107,10 @@ def parse_entry(item: Any) -> Entry | None:
         return None
     xrefs = item.get("xref")
     offset = item.get("offset")
-    match = _OFFSET.fullmatch(offset) if isinstance(offset, str) else None
     return Entry(
         id=format_id(number),
         name=clean_text(name),
-        offset=int(match.group(1)) if match else None,
+        offset=parse_offset(offset) if isinstance(offset, str) else None,
         xrefs=[clean_text(x) for x in xrefs if isinstance(x, str)]
         if isinstance(xrefs, list)
         else [],
@@ -120,9 +119,16 @@ def parse_entry(item: Any) -> Entry | None:
     )
 
 
+def parse_offset(text: str) -> int | None:
+    """The first index from an OEIS offset field ("0,4" -> 0), or None if it has none."""
+    match = _OFFSET.fullmatch(text)
+    return int(match.group(1)) if match else None
+
+
 def clean_text(text: str) -> str:
-    """Text as PostgreSQL can store it: without NUL characters."""
-    return text.replace("\x00", "")
+    """Text as PostgreSQL can store it: without NUL characters, and valid UTF-8 (JSON
+    may carry lone surrogates such as "\\ud800", which cannot be encoded)."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def parse_entries(payload: Any) -> list[Entry]:

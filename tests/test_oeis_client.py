@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -219,3 +220,17 @@ def test_local_oeisdata_matches_the_web(oeis, fake_oeis, oeisdata, use_rg) -> No
     local.entry("A000045")
     local.mentions("A000045")
     assert fake_oeis.count() == 0  # no web requests at all
+
+
+def test_local_oeisdata_faults_are_clear_errors(oeisdata, tmp_path) -> None:
+    broken = tmp_path / "oeisdata"
+    shutil.copytree(oeisdata, broken)
+    (broken / "seq" / "A000" / "A000040.seq").unlink()
+    (broken / "seq" / "A000" / "A000040.seq").mkdir()  # a directory where a file should be
+    with pytest.raises(UpstreamBadData, match="cannot read local entry A000040"):
+        LocalOEIS(broken).entry("A000040")
+    # The Python scan passes over what it cannot read and finds the rest.
+    assert "A000032" in LocalOEIS(broken, use_rg=False).mentions("A000045")[0]
+    missing_rg = LocalOEIS(broken, rg=str(tmp_path / "no-such-rg"))
+    with pytest.raises(UpstreamBadData, match="ripgrep failed"):
+        missing_rg.mentions("A000045")

@@ -141,6 +141,15 @@ def test_bad_ids_rejected(raw: str) -> None:
         normalize_id(raw)
 
 
+def test_lone_surrogates_in_json_become_encodable_text() -> None:
+    # Valid JSON, but "\ud800" alone is no character: UTF-8 (and so PostgreSQL) refuses it.
+    payload = json.loads('{"number": 45, "name": "F\\ud800ib", "xref": ["Cf. \\udfff."]}')
+    entry = parse_entry(payload)
+    assert entry is not None
+    assert (entry.name, entry.xrefs) == ("F?ib", ["Cf. ?."])
+    entry.name.encode("utf-8")
+
+
 def test_nul_characters_never_reach_the_database() -> None:
     entry = parse_entry(
         {
