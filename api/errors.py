@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -64,6 +65,11 @@ def register_errors(app: Flask) -> None:
     def database_down(exc: Exception) -> Response:
         log.error("api.database_unavailable", extra={"error": str(exc).splitlines()[0]})
         return error("the database is unavailable right now", 503, RETRY_UNAVAILABLE)
+
+    @app.errorhandler(RedisError)
+    def redis_down(exc: RedisError) -> Response:
+        log.error("api.redis_unavailable", extra={"error": str(exc).splitlines()[0][:200]})
+        return error("the work queue is unavailable right now", 503, RETRY_UNAVAILABLE)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -32,7 +32,7 @@ PREPARED: dict[str, tuple[str, str]] = {}
 
 @cache
 def get_read_engine() -> Engine:
-    """An engine for the API's hot reads: autocommit, so a query is one round trip (no
+    """An engine for the API's reads: autocommit, so a query is one round trip (no
     BEGIN, no ROLLBACK when the connection goes back to the pool), and no pre-ping
     round trip either: a connection that died is reported as the database being
     unavailable once, and SQLAlchemy then replaces the pool's connections."""

@@ -67,15 +67,11 @@ PREPARED["backscope_cached"] = (
 
 
 def _read_one(sql: str, params: dict[str, object]) -> tuple | None:
-    """One row from the read engine, through the bare DB-API cursor: this is the hot
-    path, and SQLAlchemy's result machinery would cost more than the query itself."""
-    connection = get_read_engine().raw_connection()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
-    finally:
-        connection.close()  # back to the pool
+    """One row from the read engine (a lookup the API keeps in memory, or a document
+    read once per version). Through SQLAlchemy, so a dropped connection is a 503 and the
+    pool's other connections, just as dead, are replaced."""
+    with get_read_engine().connect() as connection:
+        return connection.exec_driver_sql(sql, params).first()
 
 
 def read_cached(seq_id: str) -> Cached | None:

@@ -6,11 +6,13 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 import api.jobs
+from api.routes import cached_reads
 from shared.db import session_scope
 from shared.models import Sequence, SequenceValues
+from shared.readcache import EVERYTHING
 
 FIB = [0, 1]
 while len(FIB) < 1001:
@@ -250,8 +252,40 @@ def test_cached_data_needs_only_postgres(client, fake_oeis, monkeypatch) -> None
     assert "Retry-After" in missing.headers
 
 
+def test_dropped_database_connections_are_a_503_then_replaced(client, fake_oeis) -> None:
+    assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+    with session_scope() as session:  # say PostgreSQL restarted: the API's pool is dead
+        session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'backscope-api'"
+            )
+        )
+    cached_reads.changed(EVERYTHING)  # so the next request asks the database
+    first = client.get("/api/get_oeis_values/A000045/3")
+    assert first.status_code in (200, 503), first.get_json()
+    if first.status_code == 503:
+        assert "database" in first.get_json()["error"] and "Retry-After" in first.headers
+    assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+
+
 def test_no_partial_sequence_rows_after_errors(client, fake_oeis) -> None:
     fake_oeis.malformed.add("A000027")
     client.get("/api/get_oeis_values/A000027/10")
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Sequence)) == 0
+
+
+def test_task_status_with_redis_down_is_503(client, monkeypatch) -> None:
+    from celery import Celery
+
+    import api.routes
+
+    dead = Celery(broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/1")
+    dead.conf.redis_socket_connect_timeout = 0.2
+    dead.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 0}}
+    monkeypatch.setattr(api.routes, "celery", dead)
+    response = client.get("/api/tasks/0f4e3b2a-task")
+    assert response.status_code == 503
+    assert response.get_json() == {"error": "the work queue is unavailable right now"}
+    assert "Retry-After" in response.headers
