@@ -20,18 +20,20 @@ from sqlalchemy.orm import Session
 
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.enqueue import MAX_ROUNDS, start_work
 from shared.errors import BackscopeError, UpstreamUnavailable
 from shared.lock import FINISHED_STATES, lock_key, read_lock
 from shared.redis_db import get_redis
 from shared.work import Work
 from worker.celery_app import app as celery
-from worker.celery_app import send_work, task_state
+from worker.celery_app import schedule as schedule_work
+from worker.celery_app import start
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LOCK_CHECK_INTERVAL = 1.0
+# Read, start what is missing, wait: at most this many times before answering 202.
+READ_ROUNDS = 3
 
 
 class Pending(Exception):
@@ -46,24 +48,25 @@ class TaskFailed(Exception):
     """A task failed for a reason that is our bug, not the OEIS's: answer 500."""
 
 
-def start(work: Work) -> str:
-    """The id of the task doing `work`: the one already in flight, or a new one."""
-    settings = get_settings()
-    try:
-        return start_work(work, get_redis("locks"), settings.lock_ttl, send_work, task_state)
-    except (RedisError, BrokerError) as exc:
-        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+# A request that finds work missing schedules it; the next requests, until the work is
+# done, would only learn from Redis that it is running. Each process remembers what it
+# scheduled for this long and skips asking again (the cached read path stays free of
+# Redis round trips while, say, a sequence is being factored).
+SCHEDULE_MEMORY = 5.0
+scheduled_recently: dict[str, float] = {}
 
 
 def schedule(work: Work) -> None:
-    """Start `work` in the background, if it is not running already; never fail the request."""
-    try:
-        start(work)
-    except UpstreamUnavailable as exc:
-        log.warning(
-            "work.not_scheduled",
-            extra={"kind": work.kind, "subject": work.subject, "error": str(exc)},
-        )
+    """Start `work` in the background unless this process did so in the last
+    SCHEDULE_MEMORY seconds; never fail the request."""
+    key = lock_key(work.kind, work.subject)
+    now = time.monotonic()
+    if now - scheduled_recently.get(key, -SCHEDULE_MEMORY) < SCHEDULE_MEMORY:
+        return
+    if len(scheduled_recently) > 10_000:
+        scheduled_recently.clear()
+    scheduled_recently[key] = now
+    schedule_work(work)
 
 
 def _raise_failure(result: AsyncResult) -> None:
@@ -138,12 +141,12 @@ def obtain(read: Callable[[Session], T | list[Work]], progressive: bool = False)
 
     deadline = time.monotonic() + get_settings().sync_wait
     task_ids: list[str] = []
-    for round_ in range(MAX_ROUNDS + 1):
+    for round_ in range(READ_ROUNDS + 1):
         with session_scope() as session:
             found = read(session)
         if not isinstance(found, list):
             return found
-        if round_ == MAX_ROUNDS:
+        if round_ == READ_ROUNDS:
             break
         tasks = {start(work): work for work in found}
         task_ids = list(tasks)

@@ -116,10 +116,12 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
             session.execute(text(f"TRUNCATE {', '.join(Base.metadata.tables)}"))
         # The TRUNCATE's notification empties the API's cache a moment later; a test
         # must not race it.
+        from api.jobs import scheduled_recently
         from api.routes import cached_reads
         from shared.readcache import EVERYTHING
 
         cached_reads.changed(EVERYTHING)
+        scheduled_recently.clear()  # what the API scheduled was for the data just deleted
     if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
         _flush_state()
     yield

@@ -11,8 +11,11 @@ from sqlalchemy import func, select, text
 import api.jobs
 from api.routes import cached_reads
 from shared.db import session_scope
+from shared.lock import lock_key, read_lock
 from shared.models import Sequence, SequenceValues
 from shared.readcache import EVERYTHING
+from shared.redis_db import get_redis
+from worker import celery_app
 
 FIB = [0, 1]
 while len(FIB) < 1001:
@@ -244,6 +247,7 @@ def test_cached_data_needs_only_postgres(client, fake_oeis, monkeypatch) -> None
 
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     monkeypatch.setattr(api.jobs, "get_redis", lambda use: dead)
+    monkeypatch.setattr(celery_app, "get_redis", lambda use: dead)
     assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     missing = client.get("/api/get_oeis_values/A000027/3")
@@ -289,3 +293,18 @@ def test_task_status_with_redis_down_is_503(client, monkeypatch) -> None:
     assert response.status_code == 503
     assert response.get_json() == {"error": "the work queue is unavailable right now"}
     assert "Retry-After" in response.headers
+
+
+def test_work_in_flight_is_not_asked_for_again_at_once(client) -> None:
+    # A000045 is downloaded and its factoring queued (no factor worker runs here).
+    assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+    locks, factoring = get_redis("locks"), lock_key("factors", "A000045")
+    assert read_lock(locks, factoring) is not None
+    locks.delete(factoring)
+    # Within SCHEDULE_MEMORY seconds the API does not ask Redis again ...
+    assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+    assert read_lock(locks, factoring) is None
+    # ... after it (forgotten here rather than waited for), it schedules the work again.
+    api.jobs.scheduled_recently.clear()
+    assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+    assert read_lock(locks, factoring) is not None

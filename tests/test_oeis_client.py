@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from celery.result import AsyncResult
 
-import api.jobs
 from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
 from shared.lock import lock_key, read_lock
 from shared.oeis import OEISClient, retry_after_seconds
@@ -22,6 +21,7 @@ from shared.oeisdata import LocalOEIS
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
 from shared.work import values_work
+from worker import celery_app
 from worker.celery_app import app as celery
 from worker.locked import retry_countdown
 
@@ -120,7 +120,7 @@ def test_two_workers_share_one_rate(app, fake_oeis, workers) -> None:
     workers("rate-b", env=env, concurrency=2)
     ids = [f"A9100{n:02d}" for n in range(30)]
     with app.app_context():
-        tasks = [api.jobs.start(values_work(seq_id)) for seq_id in ids]
+        tasks = [celery_app.start(values_work(seq_id)) for seq_id in ids]
     for task in tasks:
         assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     times = [r.time for r in fake_oeis.requests if r.path.endswith(".txt")]
@@ -140,7 +140,7 @@ def test_throttled_three_times_then_healthy(app, fake_oeis, workers) -> None:
     )
     fake_oeis.throttle = 3
     fake_oeis.retry_after = 0
-    task = api.jobs.start(values_work("A000027"))
+    task = celery_app.start(values_work("A000027"))
     assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     requests = [r for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
     assert [r.status for r in requests] == [503, 503, 503, 200]

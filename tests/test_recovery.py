@@ -26,6 +26,7 @@ from shared.redis_db import get_redis
 from shared.work import values_work
 from tests.conftest import ROOT
 from tests.helpers import get_until_200, wait_until
+from worker import celery_app
 from worker.celery_app import app as celery
 
 pytestmark = pytest.mark.slow
@@ -46,6 +47,7 @@ def short_lock(monkeypatch, settings):
     def configure(ttl: int, sync_wait: float = 1.0) -> dict[str, str]:
         quick = dataclasses.replace(settings, lock_ttl=ttl, sync_wait=sync_wait)
         monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
+        monkeypatch.setattr(celery_app, "get_settings", lambda: quick)
         return {"BACKSCOPE_LOCK_TTL": str(ttl)}
 
     return configure
@@ -166,7 +168,7 @@ def test_one_purge_removes_exactly_the_stale_locks(app, fake_oeis, workers, capl
     dead.signal(signal.SIGKILL)
     dead.process.wait(10)
     # 4. A live task's lock (running on `live`).
-    task_id = api.jobs.start(values_work("A000040"))
+    task_id = celery_app.start(values_work("A000040"))
     wait_until(lambda: fake_oeis.bfile_downloads("A000040") == 1, 10, "the live download")
 
     with caplog.at_level(logging.WARNING):

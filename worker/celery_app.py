@@ -10,11 +10,17 @@ from celery import Celery, current_task
 from celery.result import AsyncResult
 from celery.signals import setup_logging, worker_process_init
 from kombu import Queue
+from kombu.exceptions import OperationalError as BrokerError
 
 from shared.config import ConfigError, get_settings
 from shared.db import dispose_engine
+from shared.enqueue import start_work
+from shared.errors import UpstreamUnavailable
 from shared.logs import configure_logging
+from shared.redis_db import get_redis
 from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
+
+log = logging.getLogger(__name__)
 
 try:
     settings = get_settings()
@@ -101,3 +107,27 @@ def send_work(work: Work, task_id: str) -> None:
 
 def task_state(task_id: str) -> str:
     return AsyncResult(task_id, app=app).state
+
+
+def start(work: Work) -> str:
+    """The id of the task doing `work`: the one already in flight, or a new one (the
+    lock protocol of shared/enqueue.py). UpstreamUnavailable if Redis or the broker
+    does not answer."""
+    try:
+        return start_work(work, get_redis("locks"), get_settings().lock_ttl, send_work, task_state)
+    except BrokerError as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+
+
+def schedule(work: Work) -> str | None:
+    """Start `work` in the background, or join the task already doing it; the task id.
+
+    For work nobody waits on (a download's factoring, a missing name): an unreachable
+    Redis or broker must not fail the caller, so it is logged and None returned; the
+    API schedules the work again when it is asked for.
+    """
+    try:
+        return start(work)
+    except UpstreamUnavailable as exc:
+        log.warning("work.not_scheduled", extra={**work.log_fields(), "error": str(exc)})
+        return None

@@ -16,8 +16,8 @@ from celery import Task
 from shared import factoring
 from shared.config import get_settings
 from shared.work import factors_work
-from worker.celery_app import app
-from worker.locked import run_locked, schedule
+from worker.celery_app import app, schedule
+from worker.locked import run_locked
 
 FACTOR_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
 

@@ -13,8 +13,8 @@ from shared.oeisdata import LocalOEIS
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
 from shared.work import backrefs_work, factors_work, metadata_work, search_work, values_work
-from worker.celery_app import app
-from worker.locked import run_locked, schedule
+from worker.celery_app import app, schedule
+from worker.locked import run_locked
 
 FETCH_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
 

@@ -8,17 +8,13 @@ import random
 from collections.abc import Callable
 
 from celery import Task
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import RedisError
 
 from shared.config import get_settings
-from shared.enqueue import start_work
 from shared.errors import UpstreamUnavailable
 from shared.lock import WorkLock
 from shared.logs import log_context
 from shared.redis_db import get_redis
 from shared.work import Work
-from worker.celery_app import send_work, task_state
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +72,3 @@ def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str,
     finally:
         if not keep_lock:
             lock.release_quietly()
-
-
-def schedule(work: Work) -> str | None:
-    """Start `work` in the background, or join the task already doing it; the task id.
-
-    For a task that hands follow-up work on (a download its factoring): the follow-up
-    must never fail the task itself, so an unreachable Redis or broker is logged and
-    None returned; the API schedules the work again when it is asked for.
-    """
-    try:
-        return start_work(work, get_redis("locks"), get_settings().lock_ttl, send_work, task_state)
-    except (UpstreamUnavailable, RedisError, BrokerError) as exc:
-        log.warning("work.not_scheduled", extra={**work.log_fields(), "error": str(exc)})
-        return None

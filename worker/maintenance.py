@@ -14,12 +14,12 @@ from typing import Any
 
 from shared import maintenance
 from shared.config import get_settings
-from shared.enqueue import start_work
 from shared.errors import UpstreamUnavailable
 from shared.lock import list_locks
 from shared.redis_db import get_redis
 from shared.work import MAINTENANCE_QUEUE, Work, values_work
-from worker.celery_app import app, send_work, task_state
+from worker import celery_app
+from worker.celery_app import app
 from worker.locks import PING_TIMEOUT, live_workers
 
 # Result keys read per round trip when watching many tasks.
@@ -59,7 +59,7 @@ def enqueue(work: Work) -> str:
     """The id of the task doing `work`: the one already queued or running, or a new one
     (the lock protocol of shared/enqueue.py, as the API uses it)."""
     try:
-        return start_work(work, get_redis("locks"), get_settings().lock_ttl, send_work, task_state)
+        return celery_app.start(work)
     except UpstreamUnavailable as exc:
         raise maintenance.MaintenanceError(f"could not queue {work.task}: {exc}") from exc
 
