@@ -54,27 +54,25 @@ def _wants_gzip() -> bool:
     return request.accept_encodings["gzip"] > 0
 
 
-def send_json(body: bytes, etag: str, final: bool, cache_key: str | None = None) -> Response:
+def send_json(etag: str, body: bytes, gzipped: bytes | None, final: bool) -> Response:
     """Answer with `body`: 304 if the client has it, gzipped if it accepts gzip.
 
-    `cache_key` names a cache entry (a document's ETag) that keeps the gzipped bytes
-    so each document is compressed once per process.
+    `etag` also names the body's entry in `documents`, where the gzipped bytes are kept
+    once made (`gzipped` is None until then), so each document is compressed once per
+    process.
     """
     gz = len(body) >= GZIP_MIN_BYTES and _wants_gzip()
     tag = f"{etag}-gz" if gz else etag
     if "If-None-Match" in request.headers and request.if_none_match.contains(tag):
         response = Response(status=304)
+    elif gz:
+        if gzipped is None:
+            gzipped = gzip.compress(body, 6)
+            documents.put(etag, body, gzipped)
+        response = Response(gzipped, mimetype="application/json")
+        response.headers["Content-Encoding"] = "gzip"
     else:
-        payload = body
-        if gz:
-            cached = documents.get(cache_key) if cache_key else None
-            payload = cached[1] if cached and cached[1] else gzip.compress(body, 6)
-            if cache_key and not (cached and cached[1]):
-                documents.put(cache_key, body, payload)
-            response = Response(payload, mimetype="application/json")
-            response.headers["Content-Encoding"] = "gzip"
-        else:
-            response = Response(payload, mimetype="application/json")
+        response = Response(body, mimetype="application/json")
     response.set_etag(tag)
     response.headers["Cache-Control"] = FINAL if final else PROVISIONAL
     response.headers["Vary"] = "Accept-Encoding"

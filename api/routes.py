@@ -115,9 +115,8 @@ def _answer(cached: Cached, count: int) -> Response:
             cached_reads.changed(cached.id)
             return _answer(_cached(cached.id, cached.name is not None), count)
         documents.put(key, body)
-    else:
-        body = entry[0]
-    return send_json(body, key, final=cached.name is not None, cache_key=key)
+        entry = (body, None)
+    return send_json(key, *entry, final=cached.name is not None)
 
 
 @bp.get("/get_oeis_values/<seq_id>/<count>")
