@@ -56,7 +56,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import sympy
@@ -67,7 +67,6 @@ __all__ = [
     "DEFAULT_MAX_VALUE",
     "NO_FAC",
     "factorize",
-    "factorize_many",
     "find_gp",
     "format_factors",
 ]
@@ -197,26 +196,6 @@ def factorize(
     if factors is None:
         return NO_FAC
     return format_factors(value, factors)
-
-
-def factorize_many(
-    values: Iterable[int],
-    *,
-    budget: float = DEFAULT_BUDGET,
-    max_value: int = DEFAULT_MAX_VALUE,
-    gp_path: str | _Auto | None = AUTO,
-) -> Iterator[str]:
-    """Lazily yield :func:`factorize` of each value, in order.
-
-    Every value gets its own ``budget``, so a hard value costs at most about
-    ``budget`` seconds and never prevents the others from being factored.  The
-    total time is bounded by roughly ``budget`` times the number of values that
-    need a child process; a caller with an overall deadline can simply stop
-    iterating.  ``gp`` is looked up once for the whole iteration.
-    """
-    gp = _resolve_gp(gp_path)
-    for value in values:
-        yield factorize(value, budget=budget, max_value=max_value, gp_path=gp)
 
 
 # --------------------------------------------------------------------------- internals

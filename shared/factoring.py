@@ -78,14 +78,26 @@ _TODO = text(
 )
 
 
+# How many of a page's terms have a factorization: an index range scan, so a page that
+# is done (say, on a continuation after a time slice) is skipped without decompressing
+# the terms array.
+_DONE = text(
+    """
+    SELECT count(*) FROM factorizations AS f JOIN sequence_values AS v ON v.id = f.id
+    WHERE f.id = :id AND f.n >= v.first_index + :after AND f.n < v.first_index + :last
+    """
+)
+
+
 def _todo(seq_id: str, end: int) -> Iterator[tuple[int, str]]:
     """(index, term) of every one of the first `end` terms without a factorization."""
     for after in range(0, end, PAGE_TERMS):
+        page = {"id": seq_id, "after": after, "last": min(after + PAGE_TERMS, end)}
         with session_scope() as session:
-            page = session.execute(
-                _TODO, {"id": seq_id, "after": after, "last": min(after + PAGE_TERMS, end)}
-            ).all()
-        yield from page
+            if session.execute(_DONE, page).scalar_one() == page["last"] - after:
+                continue
+            rows = session.execute(_TODO, page).all()
+        yield from rows
 
 
 def _store(seq_id: str, values_token: int, batch: list[tuple[int, str]], token: int) -> bool:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sympy import isprime, nextprime
 
 from shared import factor
-from shared.factor import NO_FAC, factorize, factorize_many, find_gp, format_factors
+from shared.factor import NO_FAC, factorize, find_gp, format_factors
 
 GP = find_gp()
 NO_GP_REASON = "PARI/GP `gp` is not on PATH (Debian/Ubuntu package: pari-gp)"
@@ -204,7 +204,7 @@ def test_hard_value_times_out_and_others_still_factored(gp_path: str | None) -> 
         others += [SEMI40, 2**300 + 1]  # need a child; gp does them in well under 0.5 s
     values = [*others[:3], HARD, *others[3:], -HARD]
     start = time.monotonic()
-    results = list(factorize_many(values, budget=budget, gp_path=gp_path))
+    results = [factorize(value, budget=budget, gp_path=gp_path) for value in values]
     assert time.monotonic() - start < 2 * budget + 3
     assert results[3] == NO_FAC
     assert results[-1] == NO_FAC
@@ -222,13 +222,6 @@ def test_zero_budget_skips_child_but_not_easy_values() -> None:
     assert factorize(HARD, budget=float("nan")) == NO_FAC
     assert time.monotonic() - start < 2
     assert factorize(-12, budget=0) == "[-1,1;2,2;3,1]"
-
-
-def test_factorize_many_is_lazy() -> None:
-    it = factorize_many(iter([12, HARD]), budget=0)
-    assert next(it) == "[2,2;3,1]"
-    assert next(it) == NO_FAC
-    assert list(it) == []
 
 
 # ------------------------------------------------------------------------ property tests
