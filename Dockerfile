@@ -10,7 +10,9 @@ COPY api api
 COPY worker worker
 COPY shared shared
 COPY alembic alembic
-RUN pip install --no-cache-dir .
+# Editable, so the code runs from /app, where alembic.ini and alembic/ are (a plain
+# install would run it from site-packages, where shared/schema.py cannot find them).
+RUN pip install --no-cache-dir -e .
 
 RUN useradd --create-home backscope
 USER backscope
