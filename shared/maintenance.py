@@ -152,10 +152,11 @@ def clear(database_url: str, locks: Redis, drop_queued: Callable[[], int]) -> Cl
     Queued work is dropped first and every lock released, so nothing half-done survives;
     a download still running writes nothing afterwards (see the module docstring).
     """
-    dropped = drop_queued()
-    released = release_all(locks, list_locks(locks))
-    floor = current_fence(locks)
     with _session(database_url) as session:
+        session.connection()  # the database answers before anything else is touched
+        dropped = drop_queued()
+        released = release_all(locks, list_locks(locks))
+        floor = current_fence(locks)
         store.clear_all(session, floor)
     return Cleared(dropped, released, floor)
 
@@ -173,6 +174,7 @@ def reset(database_url: str, locks: Redis, drop_queued: Callable[[], int]) -> Re
     The rebuilt database starts with the fence floor at the current token, so a
     download that was running when it was dropped cannot write into the new one.
     """
+    schema.check_server(database_url)  # it answers before anything else is touched
     dropped = drop_queued()
     released = release_all(locks, list_locks(locks))
     floor = current_fence(locks)
@@ -192,9 +194,10 @@ class Forgotten:
 
 def forget(database_url: str, locks: Redis, seq_ids: list[str]) -> Forgotten:
     """Delete these sequences' cached data and release their locks; others untouched."""
-    released = release_all(locks, sequence_locks(locks, seq_ids))
-    floor = current_fence(locks)
     with _session(database_url) as session:
+        session.connection()  # the database answers before the locks are released
+        released = release_all(locks, sequence_locks(locks, seq_ids))
+        floor = current_fence(locks)
         present = list(session.scalars(select(Sequence.id).where(Sequence.id.in_(seq_ids))))
         store.forget(session, seq_ids, floor)
     return Forgotten(sorted(present), released)

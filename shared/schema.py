@@ -28,6 +28,16 @@ def _server_engine(database_url: str):
     return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
+def check_server(database_url: str) -> None:
+    """Raise sqlalchemy's OperationalError unless the database server answers."""
+    engine = _server_engine(database_url)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 def database_name(database_url: str) -> str:
     return make_url(database_url).database or ""
 

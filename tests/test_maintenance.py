@@ -13,6 +13,7 @@ import pytest
 from celery.result import AsyncResult
 from click.testing import CliRunner
 from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from shared import maintenance, schema
@@ -296,3 +297,26 @@ def test_destructive_tasks_need_the_database_name_in_production(
             task(*args, confirm="not-the-name")
     assert stored_ids() == {"A000045"}
     assert worker_maintenance.forget(["A000045"], confirm=name)["deleted"] == ["A000045"]
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param(lambda url, locks, drop: maintenance.clear(url, locks, drop), id="clear"),
+        pytest.param(lambda url, locks, drop: maintenance.reset(url, locks, drop), id="reset"),
+        pytest.param(
+            lambda url, locks, drop: maintenance.forget(url, locks, ["A000045"]), id="forget"
+        ),
+    ],
+)
+def test_nothing_is_touched_when_the_database_is_down(database: str, operation) -> None:
+    locks = get_redis("locks")
+    assert WorkLock(locks, "values", "A000045", 30).take("test-owner")
+    down = "postgresql+psycopg2://root@127.0.0.1:1/backscope"  # nothing listens on port 1
+
+    def drop_queued() -> int:
+        raise AssertionError("queued work dropped although the database is down")
+
+    with pytest.raises(OperationalError):
+        operation(down, locks, drop_queued)
+    assert [info.owner for info in list_locks(locks)] == ["test-owner"]
