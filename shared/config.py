@@ -40,6 +40,10 @@ class Settings:
     oeis_url: str
     env: str
     port: int
+    bind: str  # where gunicorn listens (api/gunicorn_conf.py)
+    api_workers: int
+    api_threads: int
+    access_log: bool
     sync_wait: float
     lock_ttl: int
     purge_interval: int
@@ -139,7 +143,11 @@ def load_settings() -> Settings:
         redis_url=_redis_url("BACKSCOPE_REDIS_URL", "redis://127.0.0.1:6379/0"),
         oeis_url=_url("BACKSCOPE_OEIS_URL", "https://oeis.org", ("http", "https")),
         env=env,
-        port=int(_number("BACKSCOPE_PORT", "5000", int, 1)),
+        port=(port := int(_number("BACKSCOPE_PORT", "5000", int, 1, 65535))),
+        bind=_text("BACKSCOPE_BIND", f"127.0.0.1:{port}"),
+        api_workers=int(_number("BACKSCOPE_API_WORKERS", str(os.cpu_count() or 1), int, 1)),
+        api_threads=int(_number("BACKSCOPE_API_THREADS", "8", int, 1)),
+        access_log=_text("BACKSCOPE_ACCESS_LOG", "0") == "1",
         sync_wait=_number("BACKSCOPE_SYNC_WAIT", "20", float, 0),
         lock_ttl=int(_number("BACKSCOPE_LOCK_TTL", "60", int, 3)),
         purge_interval=int(_number("BACKSCOPE_PURGE_INTERVAL", "30", int, 1)),

@@ -82,18 +82,21 @@ def _expand(target: str) -> range:
     return range(start, end + 1)
 
 
-def parse_targets(targets: Iterable[str], limit: int = MAX_PREFETCH) -> list[str]:
-    """Ids from ids and ranges, in order, without repeats; at most `limit` of them."""
+def parse_targets(targets: Iterable[str]) -> list[str]:
+    """Ids from ids and ranges, in order, without repeats; at most MAX_PREFETCH of them."""
     numbers: dict[int, None] = {}
     for target in targets:
         span = _expand(target)
-        if len(span) > limit:
+        if len(span) > MAX_PREFETCH:
             raise MaintenanceError(
-                f"range {target!r} names {len(span):,} sequences; at most {limit:,} at a time"
+                f"range {target!r} names {len(span):,} sequences; "
+                f"at most {MAX_PREFETCH:,} at a time"
             )
         numbers.update(dict.fromkeys(span))
-        if len(numbers) > limit:
-            raise MaintenanceError(f"more than {limit:,} sequences; at most {limit:,} at a time")
+        if len(numbers) > MAX_PREFETCH:
+            raise MaintenanceError(
+                f"more than {MAX_PREFETCH:,} sequences; at most {MAX_PREFETCH:,} at a time"
+            )
     return [format_id(number) for number in numbers]
 
 

@@ -1,4 +1,4 @@
-"""The database schema. Every change here needs an Alembic migration (`make migration`).
+"""The database schema. Every change here needs an Alembic migration (README: Development).
 
 Values live in their own table so that reading a sequence's name or metadata never
 drags thousands of (possibly thousand-digit) terms off the disk. Nothing here records

@@ -338,3 +338,22 @@ def test_prefetch_rejects_bad_targets(database: str, target: str, message: str) 
     assert message in result.output
     assert worker_maintenance.queue_lengths()[DOWNLOADS_QUEUE] == 0
     assert list_locks(get_redis("locks")) == []
+
+
+def test_migrate_on_a_revision_the_migrations_do_not_know_is_one_line(database: str) -> None:
+    with session_scope() as session:
+        (revision,) = session.execute(text("SELECT version_num FROM alembic_version")).one()
+        session.execute(text("UPDATE alembic_version SET version_num = 'not_ours'"))
+    try:
+        result = invoke("migrate")
+        assert result.exit_code == 1
+        assert result.output.startswith("Error: migrations: ")
+        assert "not_ours" in result.output and "Traceback" not in result.output
+    finally:
+        with session_scope() as session:
+            session.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+
+def test_forget_task_refuses_a_bare_string(database: str) -> None:
+    with pytest.raises(maintenance.MaintenanceError, match="must be a list"):
+        worker_maintenance.forget("A000045")

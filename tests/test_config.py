@@ -37,6 +37,12 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
     assert settings.env == "development"
     assert (settings.port, settings.sync_wait, settings.lock_ttl) == (5000, 20, 60)
     assert settings.redis_db_url("locks") == "redis://127.0.0.1:6379/2"
+    assert (settings.bind, settings.api_threads, settings.access_log) == (
+        "127.0.0.1:5000",
+        8,
+        False,
+    )
+    assert settings.api_workers == os.cpu_count()
 
 
 @pytest.mark.parametrize(
@@ -51,6 +57,9 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         ("BACKSCOPE_REDIS_URL", "redis://127.0.0.1:6379/14"),
         ("BACKSCOPE_OEIS_URL", "oeis.org"),
         ("BACKSCOPE_OEIS_URL", " "),
+        ("BACKSCOPE_API_WORKERS", "0"),
+        ("BACKSCOPE_API_THREADS", "many"),
+        ("BACKSCOPE_FACTOR_NICE", "20"),
     ],
 )
 def test_malformed_setting_is_named(bare_env: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -59,7 +68,7 @@ def test_malformed_setting_is_named(bare_env: pytest.MonkeyPatch, name: str, val
         load_settings()
 
 
-@pytest.mark.parametrize("module", ["api", "worker.celery_app"])
+@pytest.mark.parametrize("module", ["api", "worker.celery_app", "api.gunicorn_conf"])
 def test_startup_fails_with_one_line(module: str) -> None:
     env = {**os.environ, "BACKSCOPE_LOCK_TTL": "forever"}
     code = f"import {module}; {module}.create_app()" if module == "api" else f"import {module}"

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+from alembic.util import CommandError
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import OperationalError as DatabaseError
+from sqlalchemy.exc import DBAPIError
 
 from shared import maintenance, schema
 from shared.config import ConfigError, Settings, get_settings
@@ -59,9 +60,11 @@ class _Group(click.Group):
         except (RedisError, BrokerError) as exc:
             url = _settings().redis_url
             raise click.ClickException(f"cannot reach Redis at {url}: {exc}") from exc
-        except DatabaseError as exc:
+        except DBAPIError as exc:  # unreachable, or refused (say, no CREATE DATABASE right)
             where = schema.describe(_settings().database_url)
             raise click.ClickException(f"cannot use {where}: {exc.orig}") from exc
+        except CommandError as exc:  # alembic: e.g. a revision the migrations do not know
+            raise click.ClickException(f"migrations: {exc}") from exc
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -188,7 +191,7 @@ def _ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> 
 def forget(ids: list[str], yes: bool) -> None:
     """Forget sequences so they download again.
 
-    Deletes everything cached about them (values, metadata) and releases their locks;
+    Deletes everything cached about them (values, metadata, factors) and releases their locks;
     other sequences are untouched.
 
     Example: backscope forget A000045 A000040
@@ -278,13 +281,13 @@ class _Tally:
 
     def line(self) -> str:
         done, failed = sum(self.outcomes.values()), len(self.failures)
-        pending = self.total - done - failed
-        filled = BAR_WIDTH * (done + failed) // max(self.total, 1)
+        pending = self.total - self.finished
+        filled = BAR_WIDTH * self.finished // max(self.total, 1)
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = self.finished / elapsed
         left = f" · ~{_duration(pending / rate)} left" if pending >= rate > 0 else ""
         return (
-            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done + failed}/{self.total}"
+            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.finished}/{self.total}"
             f"  done {done} · failed {failed} · pending {pending} ({self.running} running)"
             f" · {rate:.1f}/s{left}"
         )

@@ -117,6 +117,8 @@ def reset_db(confirm: str | None = None) -> dict[str, Any]:
 def forget(seq_ids: list[str], confirm: str | None = None) -> dict[str, Any]:
     """Delete these sequences' cached data and release their locks."""
     settings = get_settings()
+    if not isinstance(seq_ids, list):  # a bare "A000045" would be read letter by letter
+        raise maintenance.MaintenanceError("seq_ids must be a list of sequence ids")
     ids = maintenance.parse_ids(seq_ids)
     maintenance.require_confirmation(settings, confirm)
     return asdict(maintenance.forget(settings.database_url, get_redis("locks"), ids))
