@@ -174,8 +174,8 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     if not _guarded(session, seq_id, token):
         return _refused("values", seq_id, token)
     _ensure_sequence(session, seq_id)
-    _drop_stale_factors(session, seq_id, bfile, token)
     _copy_terms(session, bfile.terms)
+    _drop_stale_factors(session, seq_id, bfile.first_index, token)
     written = session.execute(
         _UPSERT_VALUES, {"id": seq_id, "first_index": bfile.first_index, "token": token}
     ).first()
@@ -269,13 +269,15 @@ def refresh_document(session: Session, seq_id: str) -> None:
     session.execute(_DOCUMENT, {"id": seq_id, "placeholder": placeholder_name(seq_id)})
 
 
-def _drop_stale_factors(session: Session, seq_id: str, bfile: BFile, token: int) -> None:
+def _drop_stale_factors(session: Session, seq_id: str, first_index: int, token: int) -> None:
     """Before older values are replaced by different ones, delete their factorizations.
 
     Locks the values row first (FOR UPDATE), so a factor batch checking the row under
     FOR SHARE (store_factors) either commits before this and is deleted here, or sees
     the new values token afterwards and is refused. Replacing values is rare (two
     downloads racing), and then usually with the same terms: those keep their factors.
+    The terms are compared inside PostgreSQL, against `incoming_terms`, so a large
+    sequence is never held twice in this process.
     """
     old = session.execute(
         select(SequenceValues.token, SequenceValues.first_index)
@@ -284,8 +286,14 @@ def _drop_stale_factors(session: Session, seq_id: str, bfile: BFile, token: int)
     ).first()
     if old is None or old.token >= token:
         return  # nothing stored, or the upsert below will not replace it
-    terms = session.scalar(select(SequenceValues.terms).where(SequenceValues.id == seq_id))
-    if old.first_index != bfile.first_index or terms != bfile.terms:
+    same = old.first_index == first_index and session.scalar(
+        text(
+            "SELECT terms = (SELECT array_agg(term ORDER BY position) FROM incoming_terms) "
+            "FROM sequence_values WHERE id = :id"
+        ),
+        {"id": seq_id},
+    )
+    if not same:
         session.execute(delete(Factorization).where(Factorization.id == seq_id))
 
 
