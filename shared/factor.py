@@ -271,26 +271,27 @@ def _factor_cofactor(m: int, deadline: float, gp: str | None) -> dict[int, int] 
     """
     limit = _INPROCESS_LIMIT_WITH_GP if gp else _INPROCESS_LIMIT_WITHOUT_GP
     factors: dict[int, int] = {}
-    todo = [m]
+    todo = [(m, 1)]  # (part, how many times it divides m)
     while todo:
-        part = todo.pop()
+        part, times = todo.pop()
         found: Mapping[int, int] | None
         if part < limit:
             found = {int(p): int(e) for p, e in sympy.factorint(part).items()}
         elif sympy.isprime(part):
             found = {part: 1}
         elif power := sympy.perfect_power(part):
-            todo.extend([int(power[0])] * int(power[1]))
+            # Factor the base once (one child at most), not once per copy.
+            todo.append((int(power[0]), times * int(power[1])))
             continue
         elif not gp and (divisor := _quick_split(part)):
-            todo += [divisor, part // divisor]
+            todo += [(divisor, times), (part // divisor, times)]
             continue
         else:
             found = _factor_in_child(part, deadline, gp)
             if found is None:
                 return None
         for p, e in found.items():
-            factors[p] = factors.get(p, 0) + e
+            factors[p] = factors.get(p, 0) + e * times
     return factors
 
 

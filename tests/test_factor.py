@@ -392,3 +392,15 @@ def _dead(pid: int, wait: float = 2.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.parametrize("gp_path", PATHS)
+def test_powers_of_a_composite_part_are_factored_once(gp_path: str | None, monkeypatch) -> None:
+    children: list[int] = []
+    real = factor._factor_in_child
+    monkeypatch.setattr(
+        factor, "_factor_in_child", lambda m, *rest: children.append(m) or real(m, *rest)
+    )
+    value = 3**5 * SEMI40**3  # trial division leaves SEMI40**3: its base once, exponents x 3
+    assert factorize(value, budget=5, gp_path=gp_path) == f"[3,5;{P20},3;{Q20},3]"
+    assert children in ([], [SEMI40])
