@@ -35,20 +35,20 @@ api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
 	$(RUN) gunicorn --config python:api.gunicorn_conf 'api:create_app()'
 
 worker: install ## Run only a download worker
-	$(RUN) celery -A worker.celery_app worker -Q downloads,maintenance -l INFO
+	$(RUN) celery -A worker.app worker -Q downloads,maintenance -l INFO
 
 # Factoring is CPU-bound: its own queue and workers, one process per core unless
 # FACTOR_CONCURRENCY=N says otherwise. Download workers never take factor tasks.
 .PHONY: factor-worker bench-factors
 factor-worker: install ## Run only a factor worker (FACTOR_CONCURRENCY=N, default: cores)
-	$(RUN) celery -A worker.celery_app worker -Q factors -n factors@%h -l INFO \
+	$(RUN) celery -A worker.app worker -Q factors -n factors@%h -l INFO \
 		$(if $(FACTOR_CONCURRENCY),-c $(FACTOR_CONCURRENCY))
 
 bench-factors: install ## Time factoring 1,000 Fibonacci and 60 Euclid numbers (no services)
 	$(BIN)/python bench/factors.py
 
 beat: install ## Run only celery beat (periodic lock purging); run exactly one
-	$(RUN) celery -A worker.celery_app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
+	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
 
 test: install ## Run the test suite (needs PostgreSQL and Redis on 127.0.0.1)
 	$(BIN)/pytest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.jobs import Pending, TaskFailed
 from shared.errors import BackscopeError, UpstreamUnavailable
-from shared.ids import InvalidId
+from shared.ids import InvalidId, normalize_id
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ def register_errors(app: Flask) -> None:
 
     @app.errorhandler(Pending)
     def pending(exc: Pending) -> Response:
-        from flask import request
-
+        # The id was validated before any work started, so it normalises.
+        raw_id = (request.view_args or {}).get("seq_id")
         response = jsonify(
             {
-                "id": request.view_args.get("seq_id") if request.view_args else None,
+                "id": normalize_id(raw_id) if raw_id else None,
                 "status": "pending",
                 "task": exc.task_id,
             }

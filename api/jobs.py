@@ -2,7 +2,7 @@
 
 The work lock dedupes: whoever takes it enqueues the task (in the task's name, so the
 task id is known before it is sent); everyone else finds the owner's task id in the
-lock and waits on that task (shared/enqueue.py). The API never talks to the OEIS itself.
+lock and waits on that task (shared/queue.py). The API never talks to the OEIS itself.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import BackscopeError, UpstreamUnavailable
 from shared.lock import FINISHED_STATES, lock_key, read_lock
+from shared.queue import app as celery
+from shared.queue import schedule as schedule_work
+from shared.queue import start
 from shared.redis_db import get_redis
 from shared.work import Work
-from worker.celery_app import app as celery
-from worker.celery_app import schedule as schedule_work
-from worker.celery_app import start
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,18 @@ PROVISIONAL = "no-cache"
 
 
 class DocumentCache:
-    """A least-recently-used map of ETag -> (body, gzipped body), bounded in bytes."""
+    """A least-recently-used map of ETag -> (body, gzipped body), bounded in bytes.
+
+    A document larger than a fraction of the budget is not kept (it is served, then
+    rebuilt when asked again): one huge sequence must not push out everything else.
+    """
+
+    # At most this fraction of the budget for one entry.
+    LARGEST_SHARE = 8
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
+        self.max_entry = max_bytes // self.LARGEST_SHARE
         self.size = 0
         self.entries: OrderedDict[str, tuple[bytes, bytes | None]] = OrderedDict()
         self.lock = threading.Lock()
@@ -40,9 +48,12 @@ class DocumentCache:
             old = self.entries.pop(etag, None)
             if old is not None:
                 self.size -= len(old[0]) + len(old[1] or b"")
+            size = len(body) + len(gzipped or b"")
+            if size > self.max_entry:
+                return
             self.entries[etag] = (body, gzipped)
-            self.size += len(body) + len(gzipped or b"")
-            while self.size > self.max_bytes and len(self.entries) > 1:
+            self.size += size
+            while self.size > self.max_bytes:
                 _, (dropped, dropped_gz) = self.entries.popitem(last=False)
                 self.size -= len(dropped) + len(dropped_gz or b"")
 

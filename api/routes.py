@@ -21,6 +21,7 @@ from shared.config import get_settings
 from shared.db import listen_connection, session_scope
 from shared.errors import NotFound
 from shared.ids import normalize_id
+from shared.queue import app as celery
 from shared.readcache import ReadCache
 from shared.redis_db import get_redis
 from shared.store import (
@@ -43,7 +44,6 @@ from shared.work import (
     search_work,
     values_work,
 )
-from worker.celery_app import app as celery
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -11,6 +11,7 @@ BACKSCOPE_REDIS_URL's database number N:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +24,7 @@ from dotenv import load_dotenv
 ENVIRONMENTS = ("development", "production", "testing")
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
-# BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (worker/celery_app.py);
+# BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
 # 14000 bits is at most 4215 decimal digits, under CPython's int/str limit of 4300.
 MAX_FACTOR_BUDGET = 600
 MAX_FACTOR_BITS = 14000
@@ -73,6 +74,16 @@ class Settings:
         return self.env == "production"
 
 
+def redacted(url: str) -> str:
+    """`url` with its password replaced by ***, for printing and logging."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
 def _text(name: str, default: str) -> str:
     value = os.environ.get(name, default).strip()
     if not value:
@@ -88,9 +99,11 @@ def _number(
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name} must be {_KINDS[kind]}, got {raw!r}") from None
+    if not math.isfinite(value):  # float("nan") and float("inf") parse
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
-    if maximum is not None and not value <= maximum:  # `not <=` also rejects NaN
+    if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
     return value
 
@@ -99,7 +112,7 @@ def _url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = _text(name, default)
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.hostname:
-        raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {value!r}")
+        raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {redacted(value)!r}")
     return value.rstrip("/")
 
 
@@ -107,7 +120,9 @@ def _redis_url(name: str, default: str) -> str:
     value = _url(name, default, ("redis", "rediss"))
     db = urlsplit(value).path.lstrip("/") or "0"
     if not db.isdigit() or int(db) + max(REDIS_DATABASES.values()) > 15:
-        raise ConfigError(f"{name} must name a database number from 0 to 12, got {value!r}")
+        raise ConfigError(
+            f"{name} must name a database number from 0 to 12, got {redacted(value)!r}"
+        )
     return value
 
 

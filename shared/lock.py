@@ -191,12 +191,12 @@ FINISHED_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
 def stale_reason(
-    info: LockInfo, task_state: str, task_host: str | None, live_hosts: set[str]
+    info: LockInfo, task_state: str, task_host: str | None, gone_hosts: set[str]
 ) -> str | None:
     """Why a lock is stale and may be deleted, or None if its owner may still be working.
 
     `task_state` is the owner task's Celery state and `task_host` the worker that started
-    it (if known); `live_hosts` are the workers that answered a ping just now.
+    it (if known); `gone_hosts` are the workers judged gone (worker/tasks/purge.py).
     """
     if info.ttl is None:
         return "no TTL"
@@ -204,6 +204,6 @@ def stale_reason(
         return "unreadable value"
     if task_state in FINISHED_STATES:
         return f"owner task {task_state.lower()}"
-    if task_state == "STARTED" and task_host and task_host not in live_hosts:
+    if task_state == "STARTED" and task_host in gone_hosts:
         return f"owner worker {task_host} is gone"
     return None

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, with whatever context the caller passed.
 
-`log.info("fetch.values_stored", extra={"seq_id": ..., "terms": ...})` becomes
-{"ts": ..., "level": "info", "logger": ..., "event": "fetch.values_stored", "seq_id": ..., ...}.
+`log.info("ingest.values_stored", extra={"seq_id": ..., "terms": ...})` becomes
+{"ts": ..., "level": "info", "logger": ..., "event": "ingest.values_stored", "seq_id": ..., ...}.
 Context that holds for a stretch of work (the sequence id and attempt of the task being
 run) is set once with `log_context(...)` and added to every record logged meanwhile;
 the worker also adds the task id with a logging.Filter.

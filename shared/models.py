@@ -77,7 +77,7 @@ class SequenceValues(Base):
 
 
 class Factorization(Base):
-    """The factorization of one term, in the API's string format (shared/factor.py).
+    """The factorization of one term, in the API's string format (shared/factorize.py).
 
     One row per (sequence, index), written in batches as the factor task gets through a
     sequence, so a request for more terms computes only the ones without a row. The

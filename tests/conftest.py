@@ -77,7 +77,7 @@ os.environ.update(
 
 from sqlalchemy import text  # noqa: E402
 
-from shared import schema  # noqa: E402
+from shared import database_admin  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402
 from shared.models import Base  # noqa: E402
@@ -87,11 +87,11 @@ from shared.redis_db import get_redis  # noqa: E402
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
     url = get_settings().database_url
-    schema.create_database(url)
-    schema.upgrade(url)
+    database_admin.create_database(url)
+    database_admin.upgrade(url)
     yield DB_NAME
     dispose_engine()
-    schema.drop_database(url)
+    database_admin.drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +168,7 @@ class WorkerProcess:
                 "-m",
                 "celery",
                 "-A",
-                "worker.celery_app",
+                "worker.app",
                 "worker",
                 "-Q",
                 queues,
@@ -189,7 +189,7 @@ class WorkerProcess:
         )
 
     def wait_ready(self, timeout: float = 30) -> WorkerProcess:
-        from worker.celery_app import app
+        from shared.queue import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -251,8 +251,8 @@ def settings():
 def workers(database: str, tmp_path: Path) -> Iterator:
     """Start this test's own workers; the session worker stops taking downloads meanwhile,
     so the test knows which process runs each task."""
+    from shared.queue import app as celery
     from shared.work import DOWNLOADS_QUEUE
-    from worker.celery_app import app as celery
 
     others = [host for reply in celery.control.ping(timeout=0.5) or [] for host in reply]
     for host in others:

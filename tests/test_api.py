@@ -10,12 +10,12 @@ from sqlalchemy import func, select, text
 
 import api.jobs
 from api.routes import cached_reads
+from shared import queue
 from shared.db import session_scope
 from shared.lock import lock_key, read_lock
 from shared.models import Sequence, SequenceValues
 from shared.readcache import EVERYTHING
 from shared.redis_db import get_redis
-from worker import celery_app
 
 FIB = [0, 1]
 while len(FIB) < 1001:
@@ -203,10 +203,10 @@ def short_wait(monkeypatch: pytest.MonkeyPatch, settings):
 
 def test_slow_oeis_gives_202_then_200(client, fake_oeis, short_wait) -> None:
     fake_oeis.latency = 2.0
-    response = client.get("/api/get_oeis_values/A000027/3")
+    response = client.get("/api/get_oeis_values/a000027/3")
     assert response.status_code == 202
     body = response.get_json()
-    assert body["id"] == "A000027" and body["status"] == "pending"
+    assert body["id"] == "A000027" and body["status"] == "pending"  # normalised, as in a 200
     assert response.headers["Location"] == f"/api/tasks/{body['task']}"
     assert int(response.headers["Retry-After"]) > 0
     task = client.get(response.headers["Location"]).get_json()
@@ -247,7 +247,7 @@ def test_cached_data_needs_only_postgres(client, fake_oeis, monkeypatch) -> None
 
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     monkeypatch.setattr(api.jobs, "get_redis", lambda use: dead)
-    monkeypatch.setattr(celery_app, "get_redis", lambda use: dead)
+    monkeypatch.setattr(queue, "get_redis", lambda use: dead)
     assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     missing = client.get("/api/get_oeis_values/A000027/3")

@@ -19,7 +19,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.pool import NullPool
 
-from shared import maintenance, schema
+from cli import commands
+from cli.commands import main
+from shared import cache_admin, database_admin, queue_admin
 from shared.db import session_scope
 from shared.lock import WorkLock, list_locks, lock_key
 from shared.models import Base, SequenceValues
@@ -27,9 +29,7 @@ from shared.parsing import BFile
 from shared.redis_db import get_redis
 from shared.store import store_values
 from shared.work import DOWNLOADS_QUEUE
-from worker import cli
-from worker import maintenance as worker_maintenance
-from worker.cli import main
+from worker.tasks import maintenance as maintenance_tasks
 
 BACKSCOPE = str(Path(sys.executable).with_name("backscope"))
 COMMANDS = [
@@ -98,9 +98,9 @@ def test_command_list_is_not_truncated() -> None:
 @pytest.fixture
 def production(settings, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(
-        cli, "get_settings", lambda: dataclasses.replace(settings, env="production")
+        commands, "get_settings", lambda: dataclasses.replace(settings, env="production")
     )
-    return schema.database_name(settings.database_url)
+    return database_admin.database_name(settings.database_url)
 
 
 DESTRUCTIVE = [["clear-db"], ["reset-db"], ["forget", "A000045"]]
@@ -120,7 +120,7 @@ def test_production_refuses_without_a_terminal(database: str, production: str, c
 def test_production_refuses_a_wrong_name_at_the_prompt(
     database: str, production: str, command, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_has_terminal", lambda: True)
+    monkeypatch.setattr(commands, "_has_terminal", lambda: True)
     seed("A000045")
     result = invoke(*command, input="backscope_something_else\n")
     assert result.exit_code == 1
@@ -132,12 +132,12 @@ def test_production_refuses_a_wrong_name_at_the_prompt(
 def test_production_goes_ahead_with_the_typed_name_or_yes(
     worker, production: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_has_terminal", lambda: True)
+    monkeypatch.setattr(commands, "_has_terminal", lambda: True)
     seed("A000045", "A000040")
     typed = invoke("forget", "A000045", input=f"{production}\n")
     assert typed.exit_code == 0, typed.output
     assert stored_ids() == {"A000040"}
-    monkeypatch.setattr(cli, "_has_terminal", lambda: False)
+    monkeypatch.setattr(commands, "_has_terminal", lambda: False)
     assert invoke("clear-db", "--yes").exit_code == 0
     assert stored_ids() == set()
 
@@ -162,14 +162,14 @@ def test_clear_db(worker, settings) -> None:
     assert result.exit_code == 0, result.output
     about, done = result.output.splitlines()
     assert about == (
-        f"About to delete all cached data in {schema.describe(settings.database_url)} "
+        f"About to delete all cached data in {database_admin.describe(settings.database_url)} "
         "(the schema stays)."
     )
     assert re.fullmatch(
         r"Dropped \d+ queued tasks?, released 1 lock and deleted all cached data\.", done
     )
     assert stored_ids() == set() and list_locks(get_redis("locks")) == []
-    assert schema.current_revision(settings.database_url) == schema.head_revision()
+    assert database_admin.current_revision(settings.database_url) == database_admin.head_revision()
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def old_database(database: str, settings) -> Iterator[str]:
     """A database built by the old Backscope: its own tables, and an alembic_version
     naming a revision from a migrations folder that was deleted."""
     url = settings.database_url.rsplit("/", 1)[0] + f"/backscope_old_{uuid.uuid4().hex[:8]}"
-    schema.create_database(url)
+    database_admin.create_database(url)
     engine = create_engine(url, poolclass=NullPool)
     with engine.begin() as connection:
         for statement in (
@@ -189,16 +189,16 @@ def old_database(database: str, settings) -> Iterator[str]:
             connection.execute(text(statement))
     engine.dispose()
     yield url
-    schema.drop_database(url)
+    database_admin.drop_database(url)
 
 
 def test_reset_db_rebuilds_an_old_database(old_database: str) -> None:
-    assert schema.current_revision(old_database) == "5f2e1a9b7c3d"
+    assert database_admin.current_revision(old_database) == "5f2e1a9b7c3d"
     process = backscope("reset-db", BACKSCOPE_DATABASE_URL=old_database)
     assert process.returncode == 0, process.stderr
-    assert f"About to drop {schema.describe(old_database)}" in process.stdout
-    assert f"rebuilt the database at revision {schema.head_revision()}." in process.stdout
-    assert schema.current_revision(old_database) == schema.head_revision()
+    assert f"About to drop {database_admin.describe(old_database)}" in process.stdout
+    assert f"rebuilt the database at revision {database_admin.head_revision()}." in process.stdout
+    assert database_admin.current_revision(old_database) == database_admin.head_revision()
     engine = create_engine(old_database, poolclass=NullPool)
     with engine.connect() as connection:
         tables = set(inspect(connection).get_table_names())
@@ -270,13 +270,13 @@ def test_status(worker, settings) -> None:
     result = invoke("status")
     assert result.exit_code == 0, result.output
     lines = dict(re.split(r"\s+", line, maxsplit=1) for line in result.output.splitlines())
-    assert lines["postgres"] == schema.describe(settings.database_url)
-    assert lines["revision"] == f"{schema.head_revision()} (the head: up to date)"
+    assert lines["postgres"] == database_admin.describe(settings.database_url)
+    assert lines["revision"] == f"{database_admin.head_revision()} (the head: up to date)"
     assert lines["cached"] == "1 sequence, 1 with values"
     assert lines["queues"].startswith(f"{DOWNLOADS_QUEUE} 0, maintenance 0")
     assert worker.name in lines["workers"]
     assert lines["locks"] == "1 held (`backscope locks` lists them)"
-    maintenance.release_target(get_redis("locks"), "A000040")
+    cache_admin.release_target(get_redis("locks"), "A000040")
 
 
 # ---------------------------------------------------------------- prefetch
@@ -314,7 +314,7 @@ def test_prefetch_ctrl_c_leaves_the_work_queued(
     def interrupted(task_ids: list[str]) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(worker_maintenance, "task_states", interrupted)
+    monkeypatch.setattr(queue_admin, "task_states", interrupted)
     result = invoke("prefetch", "A910050-A910052")
     assert result.exit_code == 130
     assert "Stopped watching; 3 downloads are not finished yet. They stay queued" in result.output
@@ -336,7 +336,7 @@ def test_prefetch_rejects_bad_targets(database: str, target: str, message: str) 
     result = invoke("prefetch", "A000045", target)
     assert result.exit_code == 2
     assert message in result.output
-    assert worker_maintenance.queue_lengths()[DOWNLOADS_QUEUE] == 0
+    assert queue_admin.queue_lengths()[DOWNLOADS_QUEUE] == 0
     assert list_locks(get_redis("locks")) == []
 
 
@@ -355,5 +355,5 @@ def test_migrate_on_a_revision_the_migrations_do_not_know_is_one_line(database: 
 
 
 def test_forget_task_refuses_a_bare_string(database: str) -> None:
-    with pytest.raises(maintenance.MaintenanceError, match="must be a list"):
-        worker_maintenance.forget("A000045")
+    with pytest.raises(cache_admin.MaintenanceError, match="must be a list"):
+        maintenance_tasks.forget("A000045")

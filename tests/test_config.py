@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, load_settings, redacted
+from tests.conftest import ROOT
 
 NAMES = [
     "BACKSCOPE_DATABASE_URL",
@@ -60,6 +61,18 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         ("BACKSCOPE_API_WORKERS", "0"),
         ("BACKSCOPE_API_THREADS", "many"),
         ("BACKSCOPE_FACTOR_NICE", "20"),
+        *[
+            (name, value)
+            for name in (
+                "BACKSCOPE_SYNC_WAIT",
+                "BACKSCOPE_OEIS_RATE",
+                "BACKSCOPE_OEIS_BACKOFF",
+                "BACKSCOPE_OEIS_CONNECT_TIMEOUT",
+                "BACKSCOPE_OEIS_READ_TIMEOUT",
+                "BACKSCOPE_LOCK_TTL",
+            )
+            for value in ("nan", "inf", "-inf")
+        ],
     ],
 )
 def test_malformed_setting_is_named(bare_env: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -68,17 +81,59 @@ def test_malformed_setting_is_named(bare_env: pytest.MonkeyPatch, name: str, val
         load_settings()
 
 
-@pytest.mark.parametrize("module", ["api", "worker.celery_app", "api.gunicorn_conf"])
-def test_startup_fails_with_one_line(module: str) -> None:
-    env = {**os.environ, "BACKSCOPE_LOCK_TTL": "forever"}
-    code = f"import {module}; {module}.create_app()" if module == "api" else f"import {module}"
+STARTUPS = {
+    "api": [sys.executable, "-c", "import api; api.create_app()"],
+    "queue": [sys.executable, "-c", "import shared.queue"],
+    "gunicorn": [sys.executable, "-c", "import api.gunicorn_conf"],
+    "cli": [sys.executable, "-m", "cli.commands", "status"],
+}
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        (
+            "BACKSCOPE_LOCK_TTL",
+            "forever",
+            "BACKSCOPE_LOCK_TTL must be a whole number, got 'forever'",
+        ),
+        ("BACKSCOPE_SYNC_WAIT", "nan", "BACKSCOPE_SYNC_WAIT must be a finite number, got 'nan'"),
+        ("BACKSCOPE_OEIS_RATE", "inf", "BACKSCOPE_OEIS_RATE must be a finite number, got 'inf'"),
+    ],
+)
+@pytest.mark.parametrize("startup", STARTUPS)
+def test_startup_fails_with_one_line(startup: str, setting: str, value: str, message: str) -> None:
+    env = {**os.environ, setting: value}
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        STARTUPS[startup], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        "backscope: configuration error: BACKSCOPE_LOCK_TTL must be a whole number, got 'forever'"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert lines in (
+        [f"backscope: configuration error: {message}"],
+        [f"Error: configuration error: {message}"],  # the CLI, through click
+    ), result.stderr
+
+
+def test_credentials_are_never_printed(bare_env: pytest.MonkeyPatch) -> None:
+    assert redacted("redis://:s3cret@127.0.0.1:1/0") == "redis://:***@127.0.0.1:1/0"
+    assert redacted("redis://user:s3cret@h:1/0") == "redis://user:***@h:1/0"
+    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    bare_env.setenv("BACKSCOPE_REDIS_URL", "redis://:s3cret@127.0.0.1:1/14")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "s3cret" not in str(raised.value)
+    bare_env.setenv("BACKSCOPE_REDIS_URL", "redis://:s3cret@127.0.0.1:1/0")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.commands", "status"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert "127.0.0.1:1" in result.stdout + result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
 
 
 def test_factor_settings(bare_env: pytest.MonkeyPatch) -> None:

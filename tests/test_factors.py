@@ -15,19 +15,19 @@ import pytest
 import sympy
 from sqlalchemy import func, select
 
-from shared import factoring
+from shared import factor_batches
 from shared.db import session_scope
-from shared.factor import NO_FAC
-from shared.factoring import Limits, factor_term, factor_values
+from shared.factor_batches import Limits, factor_term, factor_values
+from shared.factorize import NO_FAC
 from shared.lock import lock_key, read_lock
 from shared.models import Factorization, Sequence
 from shared.parsing import BFile
+from shared.queue import app as celery
 from shared.redis_db import get_redis
 from shared.store import clear_all, forget, store_factors, store_values
 from shared.work import FACTORS_QUEUE, factors_work
 from tests.conftest import WorkerProcess
 from tests.helpers import get_until_200, wait_until
-from worker.celery_app import app as celery
 
 LIMITS = Limits(budget=2.0, max_bits=512)
 
@@ -126,7 +126,7 @@ def test_body_factors_only_missing_terms_in_batches(stored_naturals) -> None:
 
 
 def test_body_reads_the_terms_a_page_at_a_time(stored_naturals, monkeypatch) -> None:
-    monkeypatch.setattr(factoring, "PAGE_TERMS", 7)  # pages end at 7, 14, ... 98, 100
+    monkeypatch.setattr(factor_batches, "PAGE_TERMS", 7)  # pages end at 7, 14, ... 98, 100
     assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"  # in page 2
     assert list(rows("A000027")) == list(range(1, 11))
     assert factor_values("A000027", 0, token=101, limits=LIMITS) == "stored"
@@ -201,7 +201,7 @@ def factor_workers(database, tmp_path: Path):
 
     They are killed at the end rather than asked to finish what they run (a whole
     sequence's factoring can take minutes); a gp child left behind is ended by its CPU
-    limit (shared/factor.py) within the budget plus a second or two.
+    limit (shared/factorize.py) within the budget plus a second or two.
     """
     started: list[WorkerProcess] = []
 

@@ -130,4 +130,4 @@ def test_stale_reason(ttl, owner, state, host, reason) -> None:
     from shared.lock import LockInfo
 
     info = LockInfo("k", owner, 1, time.time(), ttl, b"")
-    assert stale_reason(info, state, host, {"w1"}) == reason
+    assert stale_reason(info, state, host, {"gone@host"}) == reason

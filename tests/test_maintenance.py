@@ -1,4 +1,4 @@
-"""Maintenance operations (shared/maintenance.py) and their Celery tasks, against real
+"""Maintenance operations (shared/cache_admin.py) and their Celery tasks, against real
 PostgreSQL, Redis and a worker. The command line is tested in tests/test_cli.py."""
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from shared import maintenance, schema
+from cli.commands import main
+from shared import cache_admin, database_admin, queue_admin
+from shared.cache_admin import MaintenanceError, NotConfirmed, parse_targets
 from shared.db import session_scope
 from shared.lock import WorkLock, list_locks, lock_key
-from shared.maintenance import MaintenanceError, NotConfirmed, parse_targets
 from shared.models import Base, SearchResult, Sequence, SequenceValues
 from shared.parsing import BFile
+from shared.queue import app
 from shared.redis_db import get_redis
 from shared.store import store_values
 from shared.work import values_work
-from worker import maintenance as worker_maintenance
-from worker.celery_app import app
-from worker.cli import main
+from worker.tasks import maintenance as maintenance_tasks
 
 DATA_TABLES = (Sequence, SequenceValues, SearchResult)
 FACTORS = lock_key("factors", "")
@@ -60,13 +60,11 @@ def busy_locks() -> list[str]:
 
 
 def work_queues() -> dict[str, int]:
-    return {
-        name: n for name, n in worker_maintenance.queue_lengths().items() if name != "maintenance"
-    }
+    return {name: n for name, n in queue_admin.queue_lengths().items() if name != "maintenance"}
 
 
 def download(seq_id: str) -> dict[str, str]:
-    return AsyncResult(worker_maintenance.enqueue(values_work(seq_id)), app=app).get(timeout=20)
+    return AsyncResult(queue_admin.enqueue(values_work(seq_id)), app=app).get(timeout=20)
 
 
 @pytest.fixture
@@ -74,7 +72,7 @@ def scratch_url(database: str, settings) -> Iterator[str]:
     """A database of its own (not the session's, which other tests and the worker use)."""
     url = settings.database_url.rsplit("/", 1)[0] + f"/backscope_scratch_{uuid.uuid4().hex[:8]}"
     yield url
-    schema.drop_database(url)
+    database_admin.drop_database(url)
 
 
 def execute(url: str, *statements: str) -> None:
@@ -129,7 +127,7 @@ def test_clear_leaves_nothing_behind(worker, fake_oeis, settings) -> None:
     assert download("A000045") == {"outcome": "stored"}
     fake_oeis.latency = 2.0  # under the tests' 3 s read timeout, so nothing is retried
     ids = [f"A91000{n}" for n in range(6)]
-    tasks = {seq_id: worker_maintenance.enqueue(values_work(seq_id)) for seq_id in ids}
+    tasks = {seq_id: queue_admin.enqueue(values_work(seq_id)) for seq_id in ids}
 
     def requested() -> list[str]:
         return [seq_id for seq_id in ids if fake_oeis.bfile_downloads(seq_id)]
@@ -144,7 +142,7 @@ def test_clear_leaves_nothing_behind(worker, fake_oeis, settings) -> None:
     assert list_locks(get_redis("locks")) == []
     assert work_queues() == dict.fromkeys(work_queues(), 0)
     assert row_counts() == {"sequences": 0, "sequence_values": 0, "searches": 0}
-    assert schema.current_revision(settings.database_url) == schema.head_revision()
+    assert database_admin.current_revision(settings.database_url) == database_admin.head_revision()
 
     # The downloads that were running finish, and their stale writes are refused.
     for seq_id in in_flight:
@@ -163,8 +161,8 @@ def test_reset_rebuilds_from_migrations_and_fences_stale_writes(
     scratch_url: str, exists: bool
 ) -> None:
     if exists:
-        schema.create_database(scratch_url)
-        schema.upgrade(scratch_url)
+        database_admin.create_database(scratch_url)
+        database_admin.upgrade(scratch_url)
         execute(
             scratch_url,
             "INSERT INTO sequences (id, name) VALUES ('A000045', 'Fibonacci')",
@@ -176,36 +174,40 @@ def test_reset_rebuilds_from_migrations_and_fences_stale_writes(
     stale = WorkLock(client, "values", "A000045", 10)
     assert stale.take("stale-task")
 
-    done = maintenance.reset(scratch_url, client, lambda: 7)
+    done = cache_admin.reset(scratch_url, client, lambda: 7)
 
     assert (done.dropped_tasks, done.released_locks) == (7, [stale.name])
-    assert done.revision == schema.head_revision() == schema.current_revision(scratch_url)
+    assert (
+        done.revision
+        == database_admin.head_revision()
+        == database_admin.current_revision(scratch_url)
+    )
     rows = table_rows(scratch_url)
     assert set(rows) == set(Base.metadata.tables) | {"alembic_version"}  # no stray table
     assert rows["alembic_version"] == 1
     assert [name for name in DATA_TABLES if rows[name.__tablename__]] == []
     # A download that held its lock before the reset cannot write into the new database.
-    with maintenance._session(scratch_url) as session:
+    with cache_admin._session(scratch_url) as session:
         assert not store_values(session, "A000045", BFile(0, ["1"]), stale.fence or 0)
 
 
 def test_status_of_a_database_with_a_foreign_schema(scratch_url: str) -> None:
-    schema.create_database(scratch_url)
+    database_admin.create_database(scratch_url)
     execute(
         scratch_url,
         "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
         "INSERT INTO alembic_version VALUES ('f00dfeed1234')",
     )
-    status = maintenance.database_status(scratch_url)
+    status = cache_admin.database_status(scratch_url)
     assert (status.revision, status.head, status.error) == (
         "f00dfeed1234",
-        schema.head_revision(),
+        database_admin.head_revision(),
         None,
     )
 
 
 def test_status_of_a_missing_database(scratch_url: str) -> None:
-    status = maintenance.database_status(scratch_url)
+    status = cache_admin.database_status(scratch_url)
     assert status.revision is None and "does not exist" in (status.error or "")
 
 
@@ -220,7 +222,7 @@ def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings)
     assert WorkLock(locks, "metadata", "A000045", 30).take("test-owner")
     assert WorkLock(locks, "values", "A000040", 30).take("test-owner")
 
-    done = maintenance.forget(settings.database_url, locks, ["A000045", "A000142", "A000027"])
+    done = cache_admin.forget(settings.database_url, locks, ["A000045", "A000142", "A000027"])
 
     assert done.deleted == ["A000045", "A000142"]
     assert lock_key("metadata", "A000045") in done.released_locks
@@ -230,7 +232,7 @@ def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings)
     left = [info.key for info in list_locks(locks)]
     assert lock_key("values", "A000040") in left
     assert [key for key in left if key.endswith(("A000045", "A000142"))] == []
-    assert lock_key("values", "A000040") in maintenance.release_target(locks, "A000040")
+    assert lock_key("values", "A000040") in cache_admin.release_target(locks, "A000040")
 
     # Asked again (once the API has heard of the change: shared/readcache.py), it downloads.
     wait_until(
@@ -245,9 +247,9 @@ def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings)
 
 def test_release_target_needs_an_id_or_a_key(database: str) -> None:
     with pytest.raises(MaintenanceError, match="neither a sequence id"):
-        maintenance.release_target(get_redis("locks"), "values:A000045")
+        cache_admin.release_target(get_redis("locks"), "values:A000045")
     with pytest.raises(MaintenanceError, match="no lock held"):
-        maintenance.release_target(get_redis("locks"), lock_key("values", "A000045"))
+        cache_admin.release_target(get_redis("locks"), lock_key("values", "A000045"))
 
 
 # ---------------------------------------------------------------- as Celery tasks
@@ -284,28 +286,28 @@ def test_destructive_tasks_need_the_database_name_in_production(
 ) -> None:
     assert download("A000045") == {"outcome": "stored"}
     production = dataclasses.replace(settings, env="production")
-    monkeypatch.setattr(worker_maintenance, "get_settings", lambda: production)
-    name = schema.database_name(settings.database_url)
+    monkeypatch.setattr(maintenance_tasks, "get_settings", lambda: production)
+    name = database_admin.database_name(settings.database_url)
     for task, args in [
-        (worker_maintenance.clear_db, ()),
-        (worker_maintenance.reset_db, ()),
-        (worker_maintenance.forget, (["A000045"],)),
+        (maintenance_tasks.clear_db, ()),
+        (maintenance_tasks.reset_db, ()),
+        (maintenance_tasks.forget, (["A000045"],)),
     ]:
         with pytest.raises(NotConfirmed, match=name):
             task(*args)
         with pytest.raises(NotConfirmed):
             task(*args, confirm="not-the-name")
     assert stored_ids() == {"A000045"}
-    assert worker_maintenance.forget(["A000045"], confirm=name)["deleted"] == ["A000045"]
+    assert maintenance_tasks.forget(["A000045"], confirm=name)["deleted"] == ["A000045"]
 
 
 @pytest.mark.parametrize(
     "operation",
     [
-        pytest.param(lambda url, locks, drop: maintenance.clear(url, locks, drop), id="clear"),
-        pytest.param(lambda url, locks, drop: maintenance.reset(url, locks, drop), id="reset"),
+        pytest.param(lambda url, locks, drop: cache_admin.clear(url, locks, drop), id="clear"),
+        pytest.param(lambda url, locks, drop: cache_admin.reset(url, locks, drop), id="reset"),
         pytest.param(
-            lambda url, locks, drop: maintenance.forget(url, locks, ["A000045"]), id="forget"
+            lambda url, locks, drop: cache_admin.forget(url, locks, ["A000045"]), id="forget"
         ),
     ],
 )

@@ -11,16 +11,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.pool import NullPool
 
-from shared import schema
+from shared import database_admin
 from shared.config import get_settings
 
 
 @pytest.fixture
 def empty_database() -> Iterator[str]:
     url = get_settings().database_url.rsplit("/", 1)[0] + f"/backscope_migr_{uuid.uuid4().hex[:8]}"
-    schema.create_database(url)
+    database_admin.create_database(url)
     yield url
-    schema.drop_database(url)
+    database_admin.drop_database(url)
 
 
 def tables(url: str) -> set[str]:
@@ -31,20 +31,21 @@ def tables(url: str) -> set[str]:
 
 
 def test_single_head() -> None:
-    heads = ScriptDirectory.from_config(schema.alembic_config("")).get_heads()
+    heads = ScriptDirectory.from_config(database_admin.alembic_config("")).get_heads()
     assert len(heads) == 1
 
 
 def test_upgrade_matches_models_and_downgrade_works(empty_database: str) -> None:
-    schema.upgrade(empty_database)
-    assert schema.current_revision(empty_database) == schema.head_revision()
+    database_admin.upgrade(empty_database)
+    assert database_admin.current_revision(empty_database) == database_admin.head_revision()
     expected = {"sequences", "sequence_values", "searches", "fence_floors", "factorizations"}
     assert expected <= tables(empty_database)
-    command.check(schema.alembic_config(empty_database))  # raises if autogenerate sees a diff
-    schema.downgrade(empty_database, "base")
+    # Raises if autogenerate sees a difference between the models and the migrations.
+    command.check(database_admin.alembic_config(empty_database))
+    database_admin.downgrade(empty_database, "base")
     assert tables(empty_database) == {"alembic_version"}
-    schema.upgrade(empty_database)  # and back up again
-    assert schema.current_revision(empty_database) == schema.head_revision()
+    database_admin.upgrade(empty_database)  # and back up again
+    assert database_admin.current_revision(empty_database) == database_admin.head_revision()
 
 
 def test_no_in_progress_state_in_the_schema() -> None:

@@ -14,16 +14,18 @@ from pathlib import Path
 import pytest
 from celery.result import AsyncResult
 
+from shared import queue
+from shared.cache_admin import release_target
 from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
 from shared.lock import lock_key, read_lock
 from shared.oeis import OEISClient, retry_after_seconds
 from shared.oeisdata import LocalOEIS
+from shared.queue import app as celery
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
 from shared.work import values_work
-from worker import celery_app
-from worker.celery_app import app as celery
-from worker.locked import retry_countdown
+from tests.helpers import wait_until
+from worker.tasks.locked import retry_countdown
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oeis" / "entries"
 
@@ -87,6 +89,8 @@ def test_backoff_grows_and_honours_retry_after() -> None:
         assert waits == sorted(waits)
         assert all(2**n / 2 <= w <= 2**n for n, w in enumerate(waits))
     assert retry_countdown(0, 30, 1.0) == 30
+    # The OEIS may ask for up to an hour; never retry sooner than it asked.
+    assert retry_countdown(0, 3600, 1.0) == 3600
 
 
 @pytest.mark.redis
@@ -120,7 +124,7 @@ def test_two_workers_share_one_rate(app, fake_oeis, workers) -> None:
     workers("rate-b", env=env, concurrency=2)
     ids = [f"A9100{n:02d}" for n in range(30)]
     with app.app_context():
-        tasks = [celery_app.start(values_work(seq_id)) for seq_id in ids]
+        tasks = [queue.start(values_work(seq_id)) for seq_id in ids]
     for task in tasks:
         assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     times = [r.time for r in fake_oeis.requests if r.path.endswith(".txt")]
@@ -140,7 +144,7 @@ def test_throttled_three_times_then_healthy(app, fake_oeis, workers) -> None:
     )
     fake_oeis.throttle = 3
     fake_oeis.retry_after = 0
-    task = celery_app.start(values_work("A000027"))
+    task = queue.start(values_work("A000027"))
     assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     requests = [r for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
     assert [r.status for r in requests] == [503, 503, 503, 200]
@@ -152,6 +156,21 @@ def test_throttled_three_times_then_healthy(app, fake_oeis, workers) -> None:
     for n, gap in enumerate(gaps):
         assert 0.5 * 2**n / 2 <= gap <= 0.5 * 2**n + 0.5, gaps
     assert gaps[2] > gaps[0], gaps
+
+
+def test_throttled_after_losing_the_lock_retries_cleanly(client, fake_oeis) -> None:
+    """A task whose lock was released under it (a clear, a purge, an expiry) and then
+    meets a 503 retries, and in the end gives up with the OEIS's error, not a lock error."""
+    fake_oeis.throttle_always = True
+    fake_oeis.latency = 1.0
+    task_id = queue.start(values_work("A000027"))
+    wait_until(lambda: fake_oeis.count("/A000027") == 1, 20, "the first attempt's request")
+    assert release_target(get_redis("locks"), "A000027")  # lost while the request runs
+    result = AsyncResult(task_id, app=celery)
+    wait_until(lambda: result.state in ("SUCCESS", "FAILURE"), 60, "the task to end")
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, UpstreamUnavailable), repr(result.result)
+    assert fake_oeis.count("/A000027") == 3  # every attempt ran (BACKSCOPE_OEIS_MAX_ATTEMPTS)
 
 
 def test_always_throttled_releases_the_lock_and_stores_nothing(client, fake_oeis) -> None:

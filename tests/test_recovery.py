@@ -19,15 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import api.jobs
+from shared import queue
 from shared.db import session_scope
+from shared.errors import UpstreamBadData
 from shared.lock import WorkLock, lock_key, read_lock
 from shared.models import SequenceValues
+from shared.queue import app as celery
 from shared.redis_db import get_redis
 from shared.work import values_work
 from tests.conftest import ROOT
 from tests.helpers import get_until_200, wait_until
-from worker import celery_app
-from worker.celery_app import app as celery
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def short_lock(monkeypatch, settings):
     def configure(ttl: int, sync_wait: float = 1.0) -> dict[str, str]:
         quick = dataclasses.replace(settings, lock_ttl=ttl, sync_wait=sync_wait)
         monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
-        monkeypatch.setattr(celery_app, "get_settings", lambda: quick)
+        monkeypatch.setattr(queue, "get_settings", lambda: quick)
         return {"BACKSCOPE_LOCK_TTL": str(ttl)}
 
     return configure
@@ -65,7 +66,7 @@ def beat(tmp_path):
                 "-m",
                 "celery",
                 "-A",
-                "worker.celery_app",
+                "worker.app",
                 "beat",
                 "-l",
                 "INFO",
@@ -147,8 +148,8 @@ def test_stalled_worker_cannot_overwrite_newer_data(app, fake_oeis, workers, sho
     assert "lock.lost" in sleeper.output() or "lock.release_not_owned" in sleeper.output()
 
 
-def test_one_purge_removes_exactly_the_stale_locks(app, fake_oeis, workers, caplog) -> None:
-    from worker.locks import purge_stale_locks
+def test_purges_remove_exactly_the_stale_locks(app, fake_oeis, workers, caplog) -> None:
+    from worker.tasks.purge import purge_stale_locks
 
     redis = get_redis("locks")
     live = workers("live", concurrency=1)
@@ -168,15 +169,22 @@ def test_one_purge_removes_exactly_the_stale_locks(app, fake_oeis, workers, capl
     dead.signal(signal.SIGKILL)
     dead.process.wait(10)
     # 4. A live task's lock (running on `live`).
-    task_id = celery_app.start(values_work("A000040"))
+    task_id = queue.start(values_work("A000040"))
     wait_until(lambda: fake_oeis.bfile_downloads("A000040") == 1, 10, "the live download")
 
     with caplog.at_level(logging.WARNING):
-        removed = purge_stale_locks()
+        # One missed ping proves nothing: the dead worker is judged gone only when it
+        # stays silent for a second purge.
+        first = purge_stale_locks()
+        # The live worker misses this purge's ping (stopped), answers the next one.
+        live.signal(signal.SIGSTOP)
+        second = purge_stale_locks()
+        live.signal(signal.SIGCONT)
+        third = purge_stale_locks()
 
-    assert sorted(removed) == sorted(
-        [lock_key("values", "A000001"), lock_key("values", "A000002"), lock_key("values", SEQ)]
-    )
+    assert sorted(first) == [lock_key("values", "A000001"), lock_key("values", "A000002")]
+    assert second == [lock_key("values", SEQ)]
+    assert third == []
     assert read_lock(redis, lock_key("values", "A000040")).owner == task_id
     reasons = {
         record.key: record.reason
@@ -206,3 +214,29 @@ def test_fifty_concurrent_requests_one_download(app, fake_oeis, workers) -> None
     assert [r.status_code for r in responses] == [200] * 50
     assert all(len(r.get_json()["values"]) == 10000 for r in responses)
     assert fake_oeis.bfile_downloads("A000040") == 1
+
+
+def test_work_that_keeps_killing_its_worker_is_given_up(app, fake_oeis, workers) -> None:
+    """A download whose worker dies under it (say, killed for memory) is delivered again
+    a few times, then given up with a clear error instead of killing workers for ever."""
+    from worker.tasks.locked import MAX_DELIVERIES
+
+    doomed = workers("doomed", concurrency=1)
+    fake_oeis.hang = True  # every delivery blocks in the download, where it is killed
+    task_id = queue.start(values_work(SEQ))
+    for delivery in range(1, MAX_DELIVERIES + 1):
+        wait_until(
+            lambda n=delivery: fake_oeis.bfile_downloads(SEQ) == n, 30, f"delivery {delivery}"
+        )
+        children = subprocess.run(
+            ["pgrep", "-P", str(doomed.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        for child in children:
+            os.kill(int(child), signal.SIGKILL)
+    result = celery.AsyncResult(task_id)
+    wait_until(lambda: result.state == "FAILURE", 60, "the task to be given up")
+    assert isinstance(result.result, UpstreamBadData), repr(result.result)
+    assert "stopped its worker 3 times" in str(result.result)
+    assert fake_oeis.bfile_downloads(SEQ) == MAX_DELIVERIES
+    assert doomed.process.poll() is None  # the worker itself lives on
+    fake_oeis.hang = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 
+from api.responses import DocumentCache
 from shared.db import session_scope
 from shared.lock import current_fence
 from shared.parsing import BFile
@@ -14,6 +15,18 @@ from shared.store import forget, store_values
 from tests.helpers import wait_until
 
 PATH = "/api/get_oeis_name_and_values/A000045"
+
+
+def test_document_cache_keeps_no_body_too_large_for_its_share() -> None:
+    cache = DocumentCache(max_bytes=8000)
+    for n in range(7):
+        cache.put(f"small{n}", b"x" * 1000)
+    cache.put("huge", b"y" * 7000)  # fits the budget alone, but would evict all the rest
+    assert cache.get("huge") is None
+    assert all(cache.get(f"small{n}") for n in range(7))
+    cache.put("small7", b"x" * 1000)
+    cache.put("small8", b"x" * 1000)  # over the budget: the least recently used goes
+    assert cache.get("small0") is None and cache.size <= 8000
 
 
 def test_etag_and_304(client) -> None:

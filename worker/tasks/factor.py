@@ -1,10 +1,10 @@
 """The factor task: factor a stored sequence's terms, on its own queue.
 
-It runs on the `factors` queue (worker/celery_app.py routes it there), served by its own
+It runs on the `factors` queue (shared/queue.py routes it there), served by its own
 workers (`make factor-worker`, or the `factors` line of the Procfile), so CPU-bound
 factoring never delays a download. It runs at a lower CPU priority
 (BACKSCOPE_FACTOR_NICE), so on a small machine it also yields to the API and PostgreSQL.
-It locks its unit of work like the downloads do and calls shared.factoring.
+It locks its unit of work like the downloads do and calls shared.factor_batches.
 """
 
 from __future__ import annotations
@@ -13,24 +13,22 @@ import os
 
 from celery import Task
 
-from shared import factoring
+from shared import factor_batches
 from shared.config import get_settings
+from shared.queue import app, schedule
 from shared.work import factors_work
-from worker.celery_app import app, schedule
-from worker.locked import run_locked
-
-FACTOR_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+from worker.tasks.locked import run_locked
 
 
-@app.task(name="backscope.factor_values", **FACTOR_OPTIONS)
+@app.task(name="backscope.factor_values", bind=True)
 def factor_values(self: Task, seq_id: str, count: int = 0) -> dict[str, str]:
     """Factor the first `count` terms (all when 0) of `seq_id` not factored yet."""
     settings = get_settings()
     _lower_priority(settings.factor_nice)
-    limits = factoring.Limits(settings.factor_budget, settings.factor_max_bits)
+    limits = factor_batches.Limits(settings.factor_budget, settings.factor_max_bits)
     work = factors_work(seq_id, count)
     result = run_locked(
-        self, work, lambda token: factoring.factor_values(seq_id, count, token, limits)
+        self, work, lambda token: factor_batches.factor_values(seq_id, count, token, limits)
     )
     if result["outcome"] == "partial":
         # Out of time for this slice: the rest goes to the back of the queue, so other

@@ -1,8 +1,8 @@
 """The `backscope` command line: database set-up and maintenance.
 
-The operations themselves live in shared/maintenance.py (the Celery tasks in
-worker/maintenance.py call the same functions). Commands import the Celery side
-(worker.maintenance) only when they run, so `backscope --help` and configuration
+The operations themselves live in shared/cache_admin.py (the Celery tasks in
+worker/tasks/maintenance.py call the same functions). Commands import the Celery side
+(shared.queue_admin) only when they run, so `backscope --help` and configuration
 errors do not depend on the Celery app loading.
 """
 
@@ -21,8 +21,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from shared import maintenance, schema
-from shared.config import ConfigError, Settings, get_settings
+from shared import cache_admin, database_admin
+from shared.config import ConfigError, Settings, get_settings, redacted
 from shared.lock import FINISHED_STATES, list_locks
 from shared.redis_db import get_redis
 from shared.work import values_work
@@ -31,7 +31,7 @@ from shared.work import values_work
 POLL_INTERVAL = 0.5
 PLAIN_PROGRESS_EVERY = 5.0
 BAR_WIDTH = 24
-# What each task outcome means, for the prefetch summary (see shared/fetch.py).
+# What each task outcome means, for the prefetch summary (see shared/ingest.py).
 OUTCOMES = {
     "stored": "downloaded",
     "cached": "already cached",
@@ -55,13 +55,13 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except maintenance.MaintenanceError as exc:
+        except cache_admin.MaintenanceError as exc:
             raise click.ClickException(str(exc)) from exc
         except (RedisError, BrokerError) as exc:
-            url = _settings().redis_url
+            url = redacted(_settings().redis_url)
             raise click.ClickException(f"cannot reach Redis at {url}: {exc}") from exc
         except DBAPIError as exc:  # unreachable, or refused (say, no CREATE DATABASE right)
-            where = schema.describe(_settings().database_url)
+            where = database_admin.describe(_settings().database_url)
             raise click.ClickException(f"cannot use {where}: {exc.orig}") from exc
         except CommandError as exc:  # alembic: e.g. a revision the migrations do not know
             raise click.ClickException(f"migrations: {exc}") from exc
@@ -84,10 +84,12 @@ def migrate() -> None:
     does not have yet. Run it after pulling a schema change.
     """
     url = _settings().database_url
-    if schema.create_database(url):
-        click.echo(f"created {schema.describe(url)}")
-    schema.upgrade(url)
-    click.echo(f"{schema.describe(url)} is at revision {schema.current_revision(url)}")
+    if database_admin.create_database(url):
+        click.echo(f"created {database_admin.describe(url)}")
+    database_admin.upgrade(url)
+    click.echo(
+        f"{database_admin.describe(url)} is at revision {database_admin.current_revision(url)}"
+    )
 
 
 # ---------------------------------------------------------------- safety
@@ -105,10 +107,10 @@ def _has_terminal() -> bool:
 def _confirm(settings: Settings, what: str, yes: bool) -> None:
     """Say which database is about to change ("{db}" in `what`); in production, make the
     operator confirm."""
-    click.echo(f"About to {what.format(db=schema.describe(settings.database_url))}.")
+    click.echo(f"About to {what.format(db=database_admin.describe(settings.database_url))}.")
     if not settings.production or yes:
         return
-    name = schema.database_name(settings.database_url)
+    name = database_admin.database_name(settings.database_url)
     if not _has_terminal():
         raise click.ClickException(
             "refusing: BACKSCOPE_ENV=production and no terminal to confirm on. "
@@ -133,7 +135,7 @@ _yes = click.option(
 
 
 def _drop_queued() -> Callable[[], int]:
-    from worker.maintenance import drop_queued_work
+    from shared.queue_admin import drop_queued_work
 
     return drop_queued_work
 
@@ -152,7 +154,7 @@ def clear_db(yes: bool) -> None:
     """
     settings = _settings()
     _confirm(settings, "delete all cached data in {db} (the schema stays)", yes)
-    cleared = maintenance.clear(settings.database_url, get_redis("locks"), _drop_queued())
+    cleared = cache_admin.clear(settings.database_url, get_redis("locks"), _drop_queued())
     click.echo(
         f"Dropped {_count(cleared.dropped_tasks, 'queued task')}, released "
         f"{_count(len(cleared.released_locks), 'lock')} and deleted all cached data."
@@ -170,7 +172,7 @@ def reset_db(yes: bool) -> None:
     """
     settings = _settings()
     _confirm(settings, "drop {db} and rebuild it from the migrations", yes)
-    done = maintenance.reset(settings.database_url, get_redis("locks"), _drop_queued())
+    done = cache_admin.reset(settings.database_url, get_redis("locks"), _drop_queued())
     click.echo(
         f"Dropped {_count(done.dropped_tasks, 'queued task')}, released "
         f"{_count(len(done.released_locks), 'lock')} and rebuilt the database at revision "
@@ -180,8 +182,8 @@ def reset_db(yes: bool) -> None:
 
 def _ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
     try:
-        return maintenance.parse_ids(value)
-    except maintenance.MaintenanceError as exc:
+        return cache_admin.parse_ids(value)
+    except cache_admin.MaintenanceError as exc:
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
@@ -198,7 +200,7 @@ def forget(ids: list[str], yes: bool) -> None:
     """
     settings = _settings()
     _confirm(settings, "delete the cached data of " + ", ".join(ids) + " in {db}", yes)
-    done = maintenance.forget(settings.database_url, get_redis("locks"), ids)
+    done = cache_admin.forget(settings.database_url, get_redis("locks"), ids)
     deleted = ", ".join(done.deleted) or "none of them were cached"
     click.echo(f"Deleted: {deleted}. Released {_count(len(done.released_locks), 'lock')}.")
 
@@ -253,7 +255,7 @@ def locks_release(target: str) -> None:
     longer renew the lock, and a newer download of the same thing may start.
     """
     _settings()
-    for key in maintenance.release_target(get_redis("locks"), target):
+    for key in cache_admin.release_target(get_redis("locks"), target):
         click.echo(f"released {key}")
 
 
@@ -262,8 +264,8 @@ def locks_release(target: str) -> None:
 
 def _targets(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
     try:
-        return maintenance.parse_targets(value)
-    except maintenance.MaintenanceError as exc:
+        return cache_admin.parse_targets(value)
+    except cache_admin.MaintenanceError as exc:
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
@@ -301,7 +303,7 @@ def _error(state: str, result: Any) -> str:
 
 def _watch(tasks: dict[str, str], tally: _Tally) -> None:
     """Show progress until every task (task id -> sequence id) has finished."""
-    from worker.maintenance import task_states
+    from shared.queue_admin import task_states
 
     redraw = sys.stdout.isatty()
     pending = dict(tasks)
@@ -350,7 +352,7 @@ def prefetch(ctx: click.Context, targets: list[str]) -> None:
     run. Exits with status 1 if any download failed.
     """
     _settings()
-    from worker.maintenance import enqueue
+    from shared.queue_admin import enqueue
 
     tally = _Tally(len(targets))
     tasks: dict[str, str] = {}  # task id -> sequence id
@@ -377,7 +379,7 @@ def prefetch(ctx: click.Context, targets: list[str]) -> None:
 # ---------------------------------------------------------------- status
 
 
-def _revision(db: maintenance.DatabaseStatus) -> str:
+def _revision(db: cache_admin.DatabaseStatus) -> str:
     if db.error:
         hint = " (`backscope migrate` creates it)" if "does not exist" in db.error else ""
         return f"cannot read it: {db.error}{hint}"
@@ -406,7 +408,7 @@ def status() -> None:
     how many locks are held.
     """
     settings = _settings()
-    db = maintenance.database_status(settings.database_url)
+    db = cache_admin.database_status(settings.database_url)
     rows = [("postgres", db.description), ("revision", _revision(db))]
     if db.revision:
         rows.append(("cached", f"{_count(db.sequences, 'sequence')}, {db.with_values} with values"))
@@ -414,14 +416,13 @@ def status() -> None:
     try:
         client.ping()
     except RedisError as exc:
-        rows.append(("redis", f"cannot reach {settings.redis_url}: {exc}"))
+        rows.append(("redis", f"cannot reach {redacted(settings.redis_url)}: {exc}"))
     else:
-        from worker.locks import live_workers
-        from worker.maintenance import queue_lengths
+        from shared.queue_admin import live_workers, queue_lengths
 
         held = list_locks(client)
         rows += [
-            ("redis", settings.redis_url),
+            ("redis", redacted(settings.redis_url)),
             ("queues", ", ".join(f"{name} {n}" for name, n in queue_lengths().items())),
             ("workers", _workers(live_workers())),
             ("locks", f"{len(held)} held" + (" (`backscope locks` lists them)" if held else "")),

@@ -1,4 +1,4 @@
-"""Download tasks: each one locks its unit of work and calls shared.fetch."""
+"""Download tasks: each one locks its unit of work and calls shared.ingest."""
 
 from __future__ import annotations
 
@@ -6,17 +6,15 @@ from functools import cache
 
 from celery import Task
 
-from shared import fetch
+from shared import ingest
 from shared.config import get_settings
 from shared.oeis import OEISClient
 from shared.oeisdata import LocalOEIS
+from shared.queue import app, schedule
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
 from shared.work import backrefs_work, factors_work, metadata_work, search_work, values_work
-from worker.celery_app import app, schedule
-from worker.locked import run_locked
-
-FETCH_OPTIONS = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
+from worker.tasks.locked import run_locked
 
 
 @cache
@@ -26,7 +24,7 @@ def oeis_client() -> OEISClient:
     return OEISClient(settings, RateLimiter(get_redis("ratelimit"), settings.oeis_rate))
 
 
-def metadata_source() -> fetch.MetadataSource:
+def metadata_source() -> ingest.MetadataSource:
     """The local oeisdata checkout when one is configured, else the OEIS web site."""
     settings = get_settings()
     if settings.oeisdata_dir:
@@ -34,10 +32,10 @@ def metadata_source() -> fetch.MetadataSource:
     return oeis_client()
 
 
-@app.task(name="backscope.fetch_values", **FETCH_OPTIONS)
+@app.task(name="backscope.fetch_values", bind=True)
 def fetch_values(self: Task, seq_id: str) -> dict[str, str]:
     result = run_locked(
-        self, values_work(seq_id), lambda token: fetch.fetch_values(oeis_client(), seq_id, token)
+        self, values_work(seq_id), lambda token: ingest.fetch_values(oeis_client(), seq_id, token)
     )
     if result["outcome"] == "stored":
         # Factor the new terms in the background, on the factors queue (as the old
@@ -46,27 +44,27 @@ def fetch_values(self: Task, seq_id: str) -> dict[str, str]:
     return result
 
 
-@app.task(name="backscope.fetch_metadata", **FETCH_OPTIONS)
+@app.task(name="backscope.fetch_metadata", bind=True)
 def fetch_metadata(self: Task, seq_id: str) -> dict[str, str]:
     return run_locked(
         self,
         metadata_work(seq_id),
-        lambda token: fetch.fetch_metadata(metadata_source(), seq_id, token),
+        lambda token: ingest.fetch_metadata(metadata_source(), seq_id, token),
     )
 
 
-@app.task(name="backscope.fetch_backrefs", **FETCH_OPTIONS)
+@app.task(name="backscope.fetch_backrefs", bind=True)
 def fetch_backrefs(self: Task, seq_id: str) -> dict[str, str]:
     pages = get_settings().backref_max_pages
     return run_locked(
         self,
         backrefs_work(seq_id),
-        lambda token: fetch.fetch_backrefs(metadata_source(), seq_id, token, pages),
+        lambda token: ingest.fetch_backrefs(metadata_source(), seq_id, token, pages),
     )
 
 
-@app.task(name="backscope.run_search", **FETCH_OPTIONS)
+@app.task(name="backscope.run_search", bind=True)
 def run_search(self: Task, term: str) -> dict[str, str]:
     return run_locked(
-        self, search_work(term), lambda token: fetch.run_search(oeis_client(), term, token)
+        self, search_work(term), lambda token: ingest.run_search(oeis_client(), term, token)
     )

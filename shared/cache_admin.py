@@ -1,8 +1,8 @@
 """Maintenance operations: clear the cache, rebuild the database, forget sequences,
 release locks, and say what state things are in.
 
-The `backscope` command line (worker/cli.py) and the backscope.maintenance.* Celery
-tasks (worker/maintenance.py) both call these. Nothing here imports Celery: dropping
+The `backscope` command line (cli/commands.py) and the backscope.maintenance.* Celery
+tasks (worker/tasks/maintenance.py) both call these. Nothing here imports Celery: dropping
 queued work is passed in as a callable by the caller, which owns the Celery app.
 
 Why the order of steps matters when clearing or forgetting: locks are released first,
@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from shared import schema, store
+from shared import database_admin, store
 from shared.config import Settings
 from shared.ids import InvalidId, format_id, id_number, normalize_id
 from shared.lock import LOCK_PREFIX, LockInfo, current_fence, list_locks, release_value
@@ -59,7 +59,7 @@ def _session(database_url: str) -> Iterator[Session]:
 
 def require_confirmation(settings: Settings, confirm: str | None) -> None:
     """In production, refuse unless `confirm` is the name of the database to change."""
-    name = schema.database_name(settings.database_url)
+    name = database_admin.database_name(settings.database_url)
     if settings.production and confirm != name:
         raise NotConfirmed(
             f"BACKSCOPE_ENV=production: confirm by passing the database name {name!r}"
@@ -177,16 +177,16 @@ def reset(database_url: str, locks: Redis, drop_queued: Callable[[], int]) -> Re
     The rebuilt database starts with the fence floor at the current token, so a
     download that was running when it was dropped cannot write into the new one.
     """
-    schema.check_server(database_url)  # it answers before anything else is touched
+    database_admin.check_server(database_url)  # it answers before anything else is touched
     dropped = drop_queued()
     released = release_all(locks, list_locks(locks))
     floor = current_fence(locks)
-    schema.drop_database(database_url)
-    schema.create_database(database_url)
-    schema.upgrade(database_url)
+    database_admin.drop_database(database_url)
+    database_admin.create_database(database_url)
+    database_admin.upgrade(database_url)
     with _session(database_url) as session:
         store.clear_all(session, floor)
-    return Reset(dropped, released, schema.current_revision(database_url))
+    return Reset(dropped, released, database_admin.current_revision(database_url))
 
 
 @dataclass(frozen=True)
@@ -218,9 +218,9 @@ class DatabaseStatus:
 
 def database_status(database_url: str) -> DatabaseStatus:
     """Revision against head and how much is cached; never raises for a database problem."""
-    description, head = schema.describe(database_url), schema.head_revision()
+    description, head = database_admin.describe(database_url), database_admin.head_revision()
     try:
-        revision = schema.current_revision(database_url)
+        revision = database_admin.current_revision(database_url)
         with _session(database_url) as session:
             if revision is None or not inspect(session.connection()).has_table(
                 SequenceValues.__tablename__

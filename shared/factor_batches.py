@@ -1,7 +1,7 @@
 """Factor a stored sequence's terms: the body of the factor task, with no Celery in sight.
 
 Incremental: only terms without a stored factorization are factored, up to the requested
-count. Each value gets its own time budget (shared/factor.py), so one hard number costs
+count. Each value gets its own time budget (shared/factorize.py), so one hard number costs
 at most about the budget and never blocks the rest. Results are stored in batches, each
 its own short fenced transaction, so progress survives a crash and a long sequence never
 holds one huge transaction open.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 
 from shared.db import session_scope
-from shared.factor import NO_FAC, factorize, find_gp
+from shared.factorize import NO_FAC, factorize, find_gp
 from shared.models import SequenceValues
 from shared.store import store_factors
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # Store after this many values, or after this many seconds, whichever comes first.
 BATCH_VALUES = 50
 BATCH_SECONDS = 5.0
-# A task stops after this long and asks for a continuation (see worker/factor.py), so
+# A task stops after this long and asks for a continuation (see worker/tasks/factor.py), so
 # one long sequence neither runs into the task time limit nor hogs a worker slot.
 SLICE_SECONDS = 120.0
 

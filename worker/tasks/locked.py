@@ -1,5 +1,5 @@
-"""Running a task body while holding its work lock, with polite retries; and starting
-further work in the background from a task, through the same lock protocol as the API."""
+"""Running a task body while holding its work lock, with polite retries, and giving up on
+a task that keeps killing its worker."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ import random
 from collections.abc import Callable
 
 from celery import Task
+from redis.exceptions import LockError
 
 from shared.config import get_settings
-from shared.errors import UpstreamUnavailable
+from shared.errors import UpstreamBadData, UpstreamUnavailable
 from shared.lock import WorkLock
 from shared.logs import log_context
+from shared.queue import MAX_RETRY_COUNTDOWN, VISIBILITY_TIMEOUT
 from shared.redis_db import get_redis
 from shared.work import Work
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_COUNTDOWN = 600
+# A task whose worker dies under it (killed for memory on a huge b-file, say) is
+# delivered again (acks_late, reject_on_worker_lost); after this many deliveries of the
+# same attempt it is given up instead of killing workers without end.
+MAX_DELIVERIES = 3
+DELIVERIES_KEY = "backscope:deliveries:"
 
 
 def retry_countdown(retries: int, retry_after: int | None, base: float) -> float:
@@ -41,6 +47,23 @@ def run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str, 
         return _run_locked(task, work, body)
 
 
+def _count_delivery(task: Task) -> None:
+    """Count this delivery of the task's current attempt; UpstreamBadData (502) once
+    the same attempt has been delivered MAX_DELIVERIES times, so a download that
+    kills its worker is reported instead of redelivered for ever."""
+    key = f"{DELIVERIES_KEY}{task.request.id}:{task.request.retries}"
+    pipe = get_redis("locks").pipeline()
+    pipe.incr(key)
+    pipe.expire(key, VISIBILITY_TIMEOUT)
+    deliveries = pipe.execute()[0]
+    if deliveries > MAX_DELIVERIES:
+        log.error("task.worker_lost_too_often", extra={"deliveries": deliveries - 1})
+        raise UpstreamBadData(
+            f"giving up: the work stopped its worker {deliveries - 1} times "
+            "(the OEIS data may be too large to process)"
+        )
+
+
 def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str, str]:
     settings = get_settings()
     task_id = task.request.id
@@ -52,6 +75,7 @@ def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str,
         return {"outcome": "skipped", "owner": owner}
     keep_lock = False
     try:
+        _count_delivery(task)
         with lock.renewing():
             outcome = body(lock.fence or 0)
         log.info("task.done", extra={"outcome": outcome})
@@ -65,9 +89,14 @@ def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str,
             "task.retry",
             extra={"error": str(exc), "countdown": round(countdown, 2)},
         )
-        # Keep the lock while the retry waits in the queue, so nobody starts a second download.
-        lock.extend(countdown + settings.lock_ttl, replace_ttl=True)
-        keep_lock = True
+        # Keep the lock while the retry waits in the queue, so nobody starts a second
+        # download. If it was lost meanwhile (expired, purged, cleared), retry all the
+        # same: the retry takes the lock again, or steps aside for whoever holds it.
+        try:
+            lock.extend(countdown + settings.lock_ttl, replace_ttl=True)
+            keep_lock = True
+        except LockError:
+            log.warning("task.lock_lost_before_retry", extra={"key": lock.name})
         raise task.retry(exc=exc, countdown=countdown) from exc
     finally:
         if not keep_lock:

@@ -1,0 +1,1 @@
+"""The `backscope` command line (cli/commands.py)."""

@@ -1,0 +1,139 @@
+"""Download, parse and store: the body of each download task, with no Celery in sight.
+
+Each function is idempotent and writes in one transaction; `token` is the fencing token
+of the lock the caller holds. They return a short outcome for the task's result:
+"stored", "cached" (nothing to do), "missing" (the OEIS has no such sequence) or
+"refused" (newer data is stored, or the cache was cleared meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from sqlalchemy.orm import Session
+
+from shared.db import session_scope
+from shared.errors import NotFound
+from shared.models import Sequence, SequenceValues
+from shared.oeis import OEISClient
+from shared.parsing import Entry
+from shared.store import (
+    store_backrefs,
+    store_metadata,
+    store_missing,
+    store_search,
+    store_values,
+)
+
+log = logging.getLogger(__name__)
+
+SEARCH_RESULTS = 10
+
+T = TypeVar("T")
+
+
+class MetadataSource(Protocol):
+    """Where names, xrefs and back-references come from: the OEIS web site
+    (shared.oeis.OEISClient) or a local oeisdata checkout (shared.oeisdata.LocalOEIS)."""
+
+    def entry(self, seq_id: str) -> Entry: ...
+
+    def mentions(self, seq_id: str, max_pages: int) -> tuple[list[str], bool]: ...
+
+
+def _ingest(
+    seq_id: str | None,
+    token: int,
+    cached: Callable[[Session], bool] | None,
+    download: Callable[[], T],
+    store: Callable[[Session, T, int], bool],
+) -> str:
+    """Check the cache (when `cached` is given), download, store under `token` (rolled
+    back if refused).
+
+    A NotFound from `download` is remembered for `seq_id`, so repeated requests for a
+    sequence the OEIS does not have stay off the OEIS for a while.
+    """
+    if cached is not None:
+        with session_scope() as session:
+            if cached(session):
+                return "cached"
+    try:
+        data = download()
+    except NotFound:
+        if seq_id is None:
+            raise
+        with session_scope() as session:
+            store_missing(session, seq_id, token)
+        log.info("ingest.missing", extra={"seq_id": seq_id})
+        return "missing"
+    with session_scope() as session:
+        if not store(session, data, token):
+            session.rollback()
+            return "refused"
+    return "stored"
+
+
+def _sequence_has(column: str, seq_id: str) -> Callable[[Session], bool]:
+    def cached(session: Session) -> bool:
+        sequence = session.get(Sequence, seq_id)
+        return sequence is not None and getattr(sequence, column) is not None
+
+    return cached
+
+
+def fetch_values(client: OEISClient, seq_id: str, token: int) -> str:
+    def store(session: Session, bfile, token: int) -> bool:
+        stored = store_values(session, seq_id, bfile, token)
+        if stored:
+            log.info("ingest.values_stored", extra={"seq_id": seq_id, "terms": len(bfile.terms)})
+        return stored
+
+    return _ingest(
+        seq_id,
+        token,
+        lambda session: session.get(SequenceValues, seq_id) is not None,
+        lambda: client.bfile(seq_id),
+        store,
+    )
+
+
+def fetch_metadata(source: MetadataSource, seq_id: str, token: int) -> str:
+    return _ingest(
+        seq_id,
+        token,
+        _sequence_has("meta_fetched_at", seq_id),
+        lambda: source.entry(seq_id),
+        store_metadata,
+    )
+
+
+def fetch_backrefs(source: MetadataSource, seq_id: str, token: int, max_pages: int) -> str:
+    def download() -> list[str]:
+        backrefs, complete = source.mentions(seq_id, max_pages)
+        if not complete:
+            log.warning("ingest.backrefs_truncated", extra={"seq_id": seq_id, "pages": max_pages})
+        return backrefs
+
+    return _ingest(
+        seq_id,
+        token,
+        _sequence_has("backrefs_fetched_at", seq_id),
+        download,
+        lambda session, backrefs, token: store_backrefs(session, seq_id, backrefs, token),
+    )
+
+
+def run_search(client: OEISClient, term: str, token: int) -> str:
+    def download() -> list[list[str]]:
+        return [[entry.id, entry.name] for entry in client.search(term)[:SEARCH_RESULTS]]
+
+    return _ingest(
+        None,
+        token,
+        None,
+        download,
+        lambda session, results, token: store_search(session, term, results, token),
+    )

@@ -1,0 +1,149 @@
+"""The work queue both sides use: the Celery app object (built from shared/config.py),
+and starting a unit of work through its lock.
+
+The API imports this module and never the worker package: tasks are sent by name
+(shared/work.py). Workers run `celery -A worker.app`, which adds the task modules and
+the worker-only signal handlers to this same app.
+
+Lock-and-enqueue: whoever takes the work lock sends the task (in the task's name, so
+the task id is known before it is sent); everyone else finds the owner's task id in the
+lock and joins it. The API, the workers (a download scheduling its factoring) and the
+CLI (prefetch) all start work this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+
+from celery import Celery
+from celery.result import AsyncResult
+from kombu import Queue
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from shared.config import ConfigError, get_settings
+from shared.errors import UpstreamUnavailable
+from shared.lock import FINISHED_STATES, WorkLock, release_value
+from shared.redis_db import get_redis
+from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
+
+log = logging.getLogger(__name__)
+
+try:
+    settings = get_settings()
+except ConfigError as exc:
+    sys.exit(f"backscope: configuration error: {exc}")
+
+# The longest a task may run; the broker's visibility timeout must exceed it plus
+# the longest retry countdown, or Redis redelivers a task that is still running.
+HARD_LIMIT = 900
+SOFT_LIMIT = 840
+# The longest a task waits before a retry: the OEIS may ask for up to an hour
+# (Retry-After is capped at 3600 s in shared/oeis.py).
+MAX_RETRY_COUNTDOWN = 3600
+VISIBILITY_TIMEOUT = 2 * (HARD_LIMIT + MAX_RETRY_COUNTDOWN)
+# Taking a lock and enqueueing: give up after this many rounds of the lock changing hands.
+MAX_ROUNDS = 4
+
+app = Celery(
+    "backscope",
+    broker=settings.redis_db_url("broker"),
+    backend=settings.redis_db_url("results"),
+)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    result_expires=24 * 3600,
+    result_extended=True,
+    task_track_started=True,
+    # Tasks are idempotent: acknowledge after running, so a task whose worker died is
+    # delivered again (worker/tasks/locked.py bounds how often).
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_time_limit=HARD_LIMIT,
+    task_soft_time_limit=SOFT_LIMIT,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    task_default_queue=DOWNLOADS_QUEUE,
+    # Download workers consume downloads,maintenance; factor workers only factors.
+    task_queues=[Queue(DOWNLOADS_QUEUE), Queue(MAINTENANCE_QUEUE), Queue(FACTORS_QUEUE)],
+    task_routes={
+        "backscope.maintenance.*": {"queue": MAINTENANCE_QUEUE},
+        "backscope.factor_values": {"queue": FACTORS_QUEUE},
+    },
+    beat_schedule={
+        "purge-stale-locks": {
+            "task": "backscope.maintenance.purge_stale_locks",
+            "schedule": float(settings.purge_interval),
+            "options": {"expires": float(settings.purge_interval)},
+        },
+    },
+)
+
+
+def task_state(task_id: str) -> str:
+    """The task's Celery state ("PENDING", "STARTED", "SUCCESS", ...)."""
+    return AsyncResult(task_id, app=app).state
+
+
+def _send(work: Work, task_id: str) -> None:
+    app.send_task(work.task, args=work.args, task_id=task_id)
+
+
+def _start(work: Work) -> str:
+    client = get_redis("locks")
+    for _ in range(MAX_ROUNDS):
+        lock = WorkLock(client, work.kind, work.subject, get_settings().lock_ttl)
+        task_id = str(uuid.uuid4())
+        if lock.take(task_id):
+            try:
+                _send(work, task_id)
+            except BaseException:
+                lock.release_quietly()
+                raise
+            log.info("work.enqueued", extra={**work.log_fields(), "task_id": task_id})
+            return task_id
+        holder = lock.holder()
+        if holder is None:
+            continue  # released between our attempt and our look
+        if task_state(holder.owner) not in FINISHED_STATES:
+            return holder.owner
+        # The owner finished or died without releasing: take over at once rather
+        # than wait out the TTL.
+        release_value(client, holder)
+        log.warning("work.took_over", extra={"key": holder.key, "owner": holder.owner})
+    raise UpstreamUnavailable("could not start the work; try again", 5)
+
+
+def start(work: Work) -> str:
+    """The id of the task doing `work`: the one already in flight, or a new one.
+
+    UpstreamUnavailable if Redis or the broker does not answer, or the lock keeps
+    changing hands.
+    """
+    try:
+        return _start(work)
+    except (RedisError, BrokerError) as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+
+
+def schedule(work: Work) -> str | None:
+    """Start `work` in the background, or join the task already doing it; the task id.
+
+    For work nobody waits on (a download's factoring, a missing name): an unreachable
+    Redis or broker must not fail the caller, so it is logged and None returned; the
+    API schedules the work again when it is asked for.
+    """
+    try:
+        return start(work)
+    except UpstreamUnavailable as exc:
+        log.warning("work.not_scheduled", extra={**work.log_fields(), "error": str(exc)})
+        return None

@@ -1,0 +1,1 @@
+"""Celery tasks: small functions that lock their work and call shared/."""
