@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from api.jobs import Pending, TaskFailed
+from shared.client_budget import OverBudget
 from shared.errors import BackscopeError, UpstreamUnavailable
 from shared.ids import InvalidId, normalize_id
 
@@ -43,6 +44,10 @@ def register_errors(app: Flask) -> None:
         unavailable = isinstance(exc, UpstreamUnavailable)
         retry = (exc.retry_after or RETRY_UNAVAILABLE) if unavailable else None
         return error(exc.message, exc.status, retry)
+
+    @app.errorhandler(OverBudget)
+    def over_budget(exc: OverBudget) -> Response:
+        return error(str(exc), 429, exc.retry_after)
 
     @app.errorhandler(Pending)
     def pending(exc: Pending) -> Response:

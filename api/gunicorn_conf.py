@@ -16,8 +16,9 @@ except ConfigError as exc:
 
 bind = settings.bind
 # One process per core: a cached read is all CPU (no query), and more processes than
-# cores only added scheduling delay to the p99. Eight threads each, so requests waiting
-# for a download (up to BACKSCOPE_SYNC_WAIT seconds) do not hold up cached reads.
+# cores only added scheduling delay to the p99. 32 threads each: up to
+# BACKSCOPE_WAIT_SLOTS of them may wait for a download (up to BACKSCOPE_SYNC_WAIT
+# seconds, sleeping), the other 8 always serve cached reads (docs/performance.md).
 workers = settings.api_workers
 threads = settings.api_threads
 worker_class = "gthread"

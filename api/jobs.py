@@ -8,8 +8,10 @@ lock and waits on that task (shared/queue.py). The API never talks to the OEIS i
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from typing import TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
@@ -18,13 +20,15 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
+from api.clients import client_address
+from shared import client_budget
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import BackscopeError, UpstreamUnavailable
 from shared.lock import FINISHED_STATES, lock_key, read_lock
+from shared.queue import BUSY_CLIENT, INTERACTIVE, join, start
 from shared.queue import app as celery
 from shared.queue import schedule as schedule_work
-from shared.queue import start
 from shared.redis_db import get_redis
 from shared.work import Work
 
@@ -34,6 +38,8 @@ T = TypeVar("T")
 LOCK_CHECK_INTERVAL = 1.0
 # Read, start what is missing, wait: at most this many times before answering 202.
 READ_ROUNDS = 3
+# New work of a client with this many units outstanding goes behind other clients' work.
+FAIR_SHARE = 2
 
 
 class Pending(Exception):
@@ -54,6 +60,32 @@ class TaskFailed(Exception):
 # Redis round trips while, say, a sequence is being factored).
 SCHEDULE_MEMORY = 5.0
 scheduled_recently: dict[str, float] = {}
+
+
+def _start(work: Work) -> str:
+    """The task doing `work`: joined for free if one is in flight, else started and
+    counted against the asking client's budget (429 when it is spent). A client with
+    work outstanding already queues its next behind other clients' first requests."""
+    joined = join(work)
+    if joined is not None:
+        return joined
+    settings = get_settings()
+    client = client_address()
+    try:
+        outstanding = client_budget.check(get_redis("locks"), client, settings.client_work_limit)
+        task_id = start(work, INTERACTIVE if outstanding < FAIR_SHARE else BUSY_CLIENT)
+        client_budget.charge(get_redis("locks"), client, task_id)
+    except RedisError as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+    return task_id
+
+
+@cache
+def wait_slots() -> threading.BoundedSemaphore:
+    """The threads of this process that may wait for workers at once
+    (BACKSCOPE_WAIT_SLOTS). The others stay free for cached reads: a request that
+    finds no free slot is answered 202 at once instead of waiting."""
+    return threading.BoundedSemaphore(get_settings().wait_slots)
 
 
 def schedule(work: Work) -> None:
@@ -141,18 +173,26 @@ def obtain(read: Callable[[Session], T | list[Work]], progressive: bool = False)
 
     deadline = time.monotonic() + get_settings().sync_wait
     task_ids: list[str] = []
-    for round_ in range(READ_ROUNDS + 1):
-        with session_scope() as session:
-            found = read(session)
-        if not isinstance(found, list):
-            return found
-        if round_ == READ_ROUNDS:
-            break
-        tasks = {start(work): work for work in found}
-        task_ids = list(tasks)
-        unfinished = wait(tasks, deadline, ready if progressive else None)
-        if unfinished:
-            raise Pending(unfinished[0])
+    waiting = False
+    try:
+        for round_ in range(READ_ROUNDS + 1):
+            with session_scope() as session:
+                found = read(session)
+            if not isinstance(found, list):
+                return found
+            if round_ == READ_ROUNDS:
+                break
+            tasks = {_start(work): work for work in found}
+            task_ids = list(tasks)
+            if not waiting and not (waiting := wait_slots().acquire(blocking=False)):
+                log.info("work.no_wait_slot", extra={"task_id": task_ids[0]})
+                raise Pending(task_ids[0])
+            unfinished = wait(tasks, deadline, ready if progressive else None)
+            if unfinished:
+                raise Pending(unfinished[0])
+    finally:
+        if waiting:
+            wait_slots().release()
     # The tasks finished but stored nothing readable (e.g. another task took over):
     # let the client come back rather than loop here.
     raise Pending(task_ids[0])

@@ -35,6 +35,7 @@ from shared.store import (
     read_search,
     read_sequence,
     read_terms,
+    search_key,
 )
 from shared.work import (
     Work,
@@ -193,9 +194,11 @@ def search_oeis(term: str) -> Response:
     if any(unicodedata.category(char) == "Cc" for char in term):
         raise BadRequest("the search term contains control characters")
 
+    key = search_key(term)
+
     def read(session: Session) -> dict[str, list[list[str]]] | list[Work]:
-        results = read_search(session, term)
-        return {"results": results} if results is not None else [search_work(term)]
+        results = read_search(session, key, get_settings().search_ttl)
+        return {"results": results} if results is not None else [search_work(key)]
 
     return jsonify({"term": term, **obtain(read)})
 

@@ -10,6 +10,10 @@ says so in the table's heading. Prints one table:
 - a cold burst: 50 concurrent clients ask for one uncached sequence while the OEIS takes
   2 s to answer: upstream downloads, clients served, wall time;
 - cold single-request latency with an instant OEIS: p50 over 20 uncached sequences;
+- overload: cached reads of the small sequence by 4 clients while 40 other clients wait
+  for uncached sequences from an OEIS that takes 25 s (answered, p50, p99); and how long
+  another client's fresh request takes after one client's flood of 1,500 abandoned
+  requests for unknown sequences;
 - peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
   values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
 """
@@ -154,6 +158,68 @@ def cold_latency(base: str) -> float:
     return statistics.median(times)
 
 
+def get_from(base: str, path: str, source: str, timeout: float) -> tuple[int, float]:
+    """GET `path` from the loopback address `source` (a client of its own); (status,
+    milliseconds). Status 0 when no answer came within `timeout`."""
+    parts = urlsplit(base)
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port or 80, timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0
+    finally:
+        connection.close()
+    return status, (time.perf_counter() - started) * 1000
+
+
+def overload_reads(base: str, oeis: str, seconds: int) -> tuple[int, int, float, float]:
+    """40 clients (127.0.1.N) ask for 40 uncached sequences while the OEIS takes 25 s;
+    meanwhile 4 clients (127.0.2.N) read the cached small sequence. Returns the cached
+    reads answered 200 within 10 s, their total, p50 and p99 in ms."""
+    fake(oeis, "/_fake/config", {"latency": 25.0})
+    reads: list[tuple[int, float]] = []
+    stop_at = time.monotonic() + seconds
+
+    def reader(n: int) -> None:
+        while time.monotonic() < stop_at:
+            reads.append(get_from(base, SMALL, f"127.0.2.{n}", 10))
+
+    try:
+        with ThreadPoolExecutor(44) as pool:
+            for n, seq_id in enumerate(uncached_ids(40), start=1):
+                pool.submit(
+                    get_from, base, f"/api/get_oeis_name_and_values/{seq_id}", f"127.0.1.{n}", 60
+                )
+            time.sleep(1)  # the cold requests are in
+            for n in range(1, 5):
+                pool.submit(reader, n)
+    finally:
+        fake(oeis, "/_fake/config", {"latency": 0.0})
+    times = sorted(ms for status, ms in reads if status == 200)
+    if not times:
+        return 0, len(reads), 0.0, 0.0
+    return len(times), len(reads), times[len(times) // 2], times[int(len(times) * 0.99)]
+
+
+def after_flood(base: str) -> tuple[int, float]:
+    """One client (127.0.3.1) asks for 1,500 different unknown sequences, giving up on each
+    after 0.5 s; then another client (127.0.3.2) asks for a fresh sequence: its status and
+    seconds to the answer."""
+    first = random.randrange(800000, 898000)
+    with ThreadPoolExecutor(16) as pool:
+        for n in range(1500):
+            pool.submit(get_from, base, f"/api/get_oeis_values/A{first + n}/5", "127.0.3.1", 0.5)
+    (seq_id,) = uncached_ids(1)
+    status, ms = get_from(base, f"/api/get_oeis_name_and_values/{seq_id}", "127.0.3.2", 60)
+    return status, ms / 1000
+
+
 def worker_peak_rss_mb() -> float:
     """The largest peak RSS (VmHWM) among this machine's Celery download workers."""
     peak = 0
@@ -233,6 +299,17 @@ def main() -> None:
         )
     )
     rows.append(("cold single request, instant OEIS", f"p50 {cold_latency(base):.0f} ms", "", ""))
+    answered, total, p50, p99 = overload_reads(base, args.oeis, args.seconds)
+    rows.append(
+        (
+            "cached reads, 40 cold requests hanging",
+            f"{answered}/{total} answered",
+            f"p50 {p50:.1f} ms",
+            f"p99 {p99:.1f} ms",
+        )
+    )
+    status, seconds = after_flood(base)
+    rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
     if not args.skip_big:
         status, seconds, rss = big_ingest(base)
         rows.append(

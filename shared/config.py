@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +29,8 @@ REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 # 14000 bits is at most 4215 decimal digits, under CPython's int/str limit of 4300.
 MAX_FACTOR_BUDGET = 600
 MAX_FACTOR_BITS = 14000
+# Threads of each API process that never wait for a worker (see wait_slots).
+RESERVED_THREADS = 8
 
 
 class ConfigError(Exception):
@@ -62,6 +65,11 @@ class Settings:
     user_agent: str
     oeisdata_dir: Path | None
     commit: str | None
+    # Overload protection (docs/performance.md, "Overload").
+    wait_slots: int  # requests per API process that may wait for a worker at once
+    client_work_limit: int  # units of new work one client may have outstanding
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]  # believed for X-Forwarded-For
+    search_ttl: int  # seconds a cached search result is served
 
     def redis_db_url(self, use: str) -> str:
         """The URL of the Redis database for one use (see the module docstring)."""
@@ -137,6 +145,17 @@ def _directory(name: str, inside: str) -> Path | None:
     return path
 
 
+def _networks(name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """A comma-separated list of addresses or networks (127.0.0.1, 10.0.0.0/8); may be empty."""
+    raw = os.environ.get(name, "")
+    try:
+        return tuple(ip_network(part.strip()) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be addresses or networks separated by commas, got {raw!r}"
+        ) from None
+
+
 def _version() -> str:
     try:
         return metadata.version("backscope")
@@ -161,7 +180,7 @@ def load_settings() -> Settings:
         port=(port := int(_number("BACKSCOPE_PORT", "5000", int, 1, 65535))),
         bind=_text("BACKSCOPE_BIND", f"127.0.0.1:{port}"),
         api_workers=int(_number("BACKSCOPE_API_WORKERS", str(os.cpu_count() or 1), int, 1)),
-        api_threads=int(_number("BACKSCOPE_API_THREADS", "8", int, 1)),
+        api_threads=(api_threads := int(_number("BACKSCOPE_API_THREADS", "32", int, 1))),
         access_log=_text("BACKSCOPE_ACCESS_LOG", "0") == "1",
         sync_wait=_number("BACKSCOPE_SYNC_WAIT", "20", float, 0),
         lock_ttl=int(_number("BACKSCOPE_LOCK_TTL", "60", int, 3)),
@@ -188,6 +207,20 @@ def load_settings() -> Settings:
         ),
         oeisdata_dir=_directory("BACKSCOPE_OEISDATA_DIR", "seq"),
         commit=os.environ.get("BACKSCOPE_COMMIT") or None,
+        # Threads that may wait for workers; the other RESERVED_THREADS of each API
+        # process always serve cached reads (docs/performance.md, "Overload").
+        wait_slots=int(
+            _number(
+                "BACKSCOPE_WAIT_SLOTS",
+                str(max(1, api_threads - RESERVED_THREADS)),
+                int,
+                0,
+                api_threads,
+            )
+        ),
+        client_work_limit=int(_number("BACKSCOPE_CLIENT_WORK_LIMIT", "12", int, 1)),
+        trusted_proxies=_networks("BACKSCOPE_TRUSTED_PROXIES"),
+        search_ttl=int(_number("BACKSCOPE_SEARCH_TTL", "604800", int, 0)),
     )
 
 

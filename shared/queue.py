@@ -21,11 +21,12 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
+from redis import Redis
 from redis.exceptions import RedisError
 
 from shared.config import ConfigError, get_settings
 from shared.errors import UpstreamUnavailable
-from shared.lock import FINISHED_STATES, WorkLock, release_value
+from shared.lock import FINISHED_STATES, LockInfo, WorkLock, lock_key, read_lock, release_value
 from shared.redis_db import get_redis
 from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
 
@@ -46,6 +47,13 @@ MAX_RETRY_COUNTDOWN = 3600
 VISIBILITY_TIMEOUT = 2 * (HARD_LIMIT + MAX_RETRY_COUNTDOWN)
 # Taking a lock and enqueueing: give up after this many rounds of the lock changing hands.
 MAX_ROUNDS = 4
+# Message priorities: with Redis, 0 is served first (kombu keeps one list per step and a
+# worker pops the lists in priority order). Work a client waits for comes first, unless
+# that client already has work queued (BUSY_CLIENT: a crawler's hundredth request
+# queues behind everyone's first); then work nobody waits for (a name after a
+# download), then bulk work (prefetch), which so never delays an interactive request.
+INTERACTIVE, BUSY_CLIENT, BACKGROUND, BULK = 0, 3, 6, 9
+PRIORITY_STEPS = [INTERACTIVE, BUSY_CLIENT, BACKGROUND, BULK]
 
 app = Celery(
     "backscope",
@@ -70,7 +78,10 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    broker_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "priority_steps": PRIORITY_STEPS,
+    },
     result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
     task_default_queue=DOWNLOADS_QUEUE,
     # Download workers consume downloads,maintenance; factor workers only factors.
@@ -94,18 +105,26 @@ def task_state(task_id: str) -> str:
     return AsyncResult(task_id, app=app).state
 
 
-def _send(work: Work, task_id: str) -> None:
-    app.send_task(work.task, args=work.args, task_id=task_id)
+def _send(work: Work, task_id: str, priority: int) -> None:
+    app.send_task(work.task, args=work.args, task_id=task_id, priority=priority)
 
 
-def _start(work: Work) -> str:
+def _in_flight(client: Redis, work: Work) -> LockInfo | None:
+    """The lock of the task doing `work` if it is still queued or running."""
+    holder = read_lock(client, lock_key(work.kind, work.subject))
+    if holder is None or task_state(holder.owner) in FINISHED_STATES:
+        return None
+    return holder
+
+
+def _start(work: Work, priority: int) -> str:
     client = get_redis("locks")
     for _ in range(MAX_ROUNDS):
         lock = WorkLock(client, work.kind, work.subject, get_settings().lock_ttl)
         task_id = str(uuid.uuid4())
         if lock.take(task_id):
             try:
-                _send(work, task_id)
+                _send(work, task_id, priority)
             except BaseException:
                 lock.release_quietly()
                 raise
@@ -123,16 +142,26 @@ def _start(work: Work) -> str:
     raise UpstreamUnavailable("could not start the work; try again", 5)
 
 
-def start(work: Work) -> str:
-    """The id of the task doing `work`: the one already in flight, or a new one.
+def start(work: Work, priority: int = INTERACTIVE) -> str:
+    """The id of the task doing `work`: the one already in flight, or a new one sent
+    with `priority`.
 
     UpstreamUnavailable if Redis or the broker does not answer, or the lock keeps
     changing hands.
     """
     try:
-        return _start(work)
+        return _start(work, priority)
     except (RedisError, BrokerError) as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+
+
+def join(work: Work) -> str | None:
+    """The id of the task already doing `work`, or None if none is (nothing is started)."""
+    try:
+        holder = _in_flight(get_redis("locks"), work)
+    except RedisError as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+    return None if holder is None else holder.owner
 
 
 def schedule(work: Work) -> str | None:
@@ -143,7 +172,7 @@ def schedule(work: Work) -> str | None:
     API schedules the work again when it is asked for.
     """
     try:
-        return start(work)
+        return start(work, BACKGROUND)
     except UpstreamUnavailable as exc:
         log.warning("work.not_scheduled", extra={**work.log_fields(), "error": str(exc)})
         return None

@@ -10,7 +10,7 @@ from celery.result import AsyncResult
 
 from shared.cache_admin import MaintenanceError
 from shared.errors import UpstreamUnavailable
-from shared.queue import app, start
+from shared.queue import BULK, app, start
 from shared.work import MAINTENANCE_QUEUE, Work
 
 PING_TIMEOUT = 1.0
@@ -62,10 +62,11 @@ def drop_queued_work() -> int:
 
 
 def enqueue(work: Work) -> str:
-    """The id of the task doing `work` (shared.queue.start); MaintenanceError, in one
-    line, when it cannot be queued."""
+    """The id of the task doing `work` (shared.queue.start), queued as bulk work so that
+    it never delays an interactive request; MaintenanceError, in one line, when it
+    cannot be queued."""
     try:
-        return start(work)
+        return start(work, BULK)
     except UpstreamUnavailable as exc:
         raise MaintenanceError(f"could not queue {work.task}: {exc}") from exc
 

@@ -139,8 +139,21 @@ def read_sequence(session: Session, seq_id: str) -> Sequence | None:
     return session.get(Sequence, seq_id)
 
 
-def read_search(session: Session, term: str) -> list[list[str]] | None:
-    return session.scalar(select(SearchResult.results).where(SearchResult.term == term))
+def search_key(term: str) -> str:
+    """The form a search term is cached and sent to the OEIS in: case and runs of white
+    space do not change what the OEIS finds, so "Fibonacci  numbers" and
+    " fibonacci numbers" share one entry."""
+    return " ".join(term.split()).casefold()
+
+
+def read_search(session: Session, key: str, max_age: int) -> list[list[str]] | None:
+    """Cached results for a search_key, unless older than `max_age` seconds."""
+    return session.scalar(
+        select(SearchResult.results).where(
+            SearchResult.term == key,
+            SearchResult.fetched_at > func.now() - timedelta(seconds=max_age),
+        )
+    )
 
 
 def is_missing(sequence: Sequence | None, not_found_ttl: int) -> bool:

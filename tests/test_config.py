@@ -40,8 +40,13 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
     assert settings.redis_db_url("locks") == "redis://127.0.0.1:6379/2"
     assert (settings.bind, settings.api_threads, settings.access_log) == (
         "127.0.0.1:5000",
-        8,
+        32,
         False,
+    )
+    assert (settings.wait_slots, settings.client_work_limit, settings.trusted_proxies) == (
+        24,
+        12,
+        (),
     )
     assert settings.api_workers == os.cpu_count()
 
@@ -61,6 +66,9 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         ("BACKSCOPE_API_WORKERS", "0"),
         ("BACKSCOPE_API_THREADS", "many"),
         ("BACKSCOPE_FACTOR_NICE", "20"),
+        ("BACKSCOPE_TRUSTED_PROXIES", "10.0.0.0/8, nginx"),
+        ("BACKSCOPE_WAIT_SLOTS", "33"),  # more than the 32 threads
+        ("BACKSCOPE_CLIENT_WORK_LIMIT", "0"),
         *[
             (name, value)
             for name in (

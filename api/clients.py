@@ -1,0 +1,38 @@
+"""Who is asking: the client a request counts against (shared/client_budget.py)."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from flask import request
+
+from shared.config import get_settings
+
+
+def _valid(address: str) -> bool:
+    try:
+        ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted(address: str) -> bool:
+    return _valid(address) and any(
+        ip_address(address) in network for network in get_settings().trusted_proxies
+    )
+
+
+def client_address() -> str:
+    """The client's address: the peer's, or, when the peer is a trusted proxy
+    (BACKSCOPE_TRUSTED_PROXIES), the last address in X-Forwarded-For that is not
+    itself a trusted proxy. Anyone else's X-Forwarded-For is ignored: a client could
+    write any address there."""
+    address = request.remote_addr or "unknown"
+    if not _trusted(address):
+        return address
+    forwarded = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([hop for hop in forwarded if hop]):
+        if not _trusted(hop):
+            return hop if _valid(hop) else address
+    return address
