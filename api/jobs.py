@@ -157,22 +157,35 @@ def wait(
     return []
 
 
-def obtain(read: Callable[[Session], T | list[Work]], progressive: bool = False) -> T:
+def obtain(
+    read: Callable[[Session], T | list[Work]],
+    progressive: bool = False,
+    partial: Callable[[Session], T | None] | None = None,
+) -> T:
     """Serve cached data, fetching what is missing first.
 
     `read` returns the data, or the list of work needed before it can. It may raise
     (e.g. NotFound for a sequence the OEIS does not have). `progressive` work stores its
     results as it goes (factoring, in batches): then `read` is also tried about once a
     second while waiting, so a request for a few terms need not wait for a task that
-    factors a whole sequence.
+    factors a whole sequence. When the work is not done in time, `partial` (if given)
+    may return what there is so far instead of a 202.
     """
+
+    def pending(task_id: str) -> Pending | T:
+        if partial is not None:
+            with session_scope() as session:
+                found = partial(session)
+            if found is not None:
+                return found
+        return Pending(task_id)
 
     def ready() -> bool:
         with session_scope() as session:
             return not isinstance(read(session), list)
 
     deadline = time.monotonic() + get_settings().sync_wait
-    task_ids: list[str] = []
+    task_ids: list[str] = []  # what a 202 points at
     waiting = False
     try:
         for round_ in range(READ_ROUNDS + 1):
@@ -181,18 +194,22 @@ def obtain(read: Callable[[Session], T | list[Work]], progressive: bool = False)
             if not isinstance(found, list):
                 return found
             if round_ == READ_ROUNDS:
+                # The tasks finished but stored nothing readable (e.g. another task
+                # took over): let the client come back rather than loop here.
                 break
             tasks = {_start(work): work for work in found}
             task_ids = list(tasks)
             if not waiting and not (waiting := wait_slots().acquire(blocking=False)):
                 log.info("work.no_wait_slot", extra={"task_id": task_ids[0]})
-                raise Pending(task_ids[0])
+                break
             unfinished = wait(tasks, deadline, ready if progressive else None)
             if unfinished:
-                raise Pending(unfinished[0])
+                task_ids = unfinished
+                break
     finally:
         if waiting:
             wait_slots().release()
-    # The tasks finished but stored nothing readable (e.g. another task took over):
-    # let the client come back rather than loop here.
-    raise Pending(task_ids[0])
+    answer = pending(task_ids[0])
+    if isinstance(answer, Pending):
+        raise answer
+    return answer

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import unicodedata
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -49,7 +50,15 @@ from shared.work import (
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_TERM = 200
+# What a term not factored yet reads as (the front end takes any "no_fac..." as unknown),
+# and when to ask again for more.
+NO_FAC_YET = "no_fac_yet"
+FACTORS_RETRY = 5
 _COUNT = re.compile(r"[0-9]{1,9}")
+# Chunks of the paged endpoints: 1024 indices each; any index fits a chunk number of
+# at most 16 digits, so 18 leaves room and keeps every product exact.
+CHUNK_SIZE = 1024
+_CHUNK = re.compile(r"-?[0-9]{1,18}")
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # What is cached per sequence, kept in memory until the database reports a change.
 cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection)
@@ -92,32 +101,55 @@ def _cached(seq_id: str, needs_name: bool) -> Cached:
     return obtain(read)
 
 
-def _body(cached: Cached, size: int) -> bytes | None:
-    """The answer's bytes for the first `size` terms; None if the data changed meanwhile."""
-    if size == cached.term_count:
-        text = read_document(cached.id, cached.etag)
-        return None if text is None else text.encode()
-    terms = read_terms(cached.id, cached.etag, size)
+def _values_json(cached: Cached, first: int, last: int) -> bytes | None:
+    """The values answer holding terms `first`..`last` (positions from 1; none when
+    first > last); None if the data changed meanwhile."""
+    terms = read_terms(cached.id, cached.etag, first, last) if first <= last else []
     if terms is None:
         return None
-    values = {str(cached.first_index + i): term for i, term in enumerate(terms)}
+    start = cached.first_index + first - 1
+    values = {str(start + i): term for i, term in enumerate(terms)}
     answer = {"id": cached.id, "name": cached.name or placeholder_name(cached.id), "values": values}
     return json.dumps(answer, separators=(",", ":")).encode()
 
 
-def _answer(cached: Cached, count: int) -> Response:
-    """The JSON answer, built once per version of the data and then served from memory."""
-    size = cached.size(count)
-    key = cached.etag if size == cached.term_count else f"{cached.etag}-{size}"
+def _send(
+    cached: Cached,
+    suffix: str,
+    build: Callable[[Cached], bytes | None],
+    again: Callable[[Cached], Response],
+) -> Response:
+    """Send the document built by `build`, built once per version of the data (its key is
+    the data's ETag + `suffix`) and then served from memory. If the data changed since
+    `cached` was read, `again` answers from the current data instead."""
+    key = cached.etag + suffix
     entry = documents.get(key)
     if entry is None:
-        body = _body(cached, size)
+        body = build(cached)
         if body is None:  # replaced since we looked (the news may be on its way): again
             cached_reads.changed(cached.id)
-            return _answer(_cached(cached.id, cached.name is not None), count)
+            return again(_cached(cached.id, cached.name is not None))
         documents.put(key, body)
         entry = (body, None)
     return send_json(key, *entry, final=cached.name is not None)
+
+
+def _whole(cached: Cached) -> bytes | None:
+    text = read_document(cached.id, cached.etag)
+    return None if text is None else text.encode()
+
+
+def _answer(cached: Cached, count: int) -> Response:
+    """The first `count` values (all when 0)."""
+    size = cached.size(count)
+    if size == cached.term_count:
+        return _send(cached, "", _whole, lambda now: _answer(now, count))
+    return _send(
+        cached,
+        f"-{size}",
+        lambda c: _values_json(c, 1, size),
+        lambda now: _answer(now, count),
+    )
 
 
 @bp.get("/get_oeis_values/<seq_id>/<count>")
@@ -134,6 +166,60 @@ def get_oeis_values(seq_id: str, count: str) -> Response:
 @bp.get("/get_oeis_name_and_values/<seq_id>")
 def get_oeis_name_and_values(seq_id: str) -> Response:
     return _answer(_cached(normalize_id(seq_id), needs_name=True), 0)
+
+
+def _cached_for_paging(seq_id: str) -> Cached:
+    """The cached values (fetched first if need be), scheduling the name if missing."""
+    cached = _cached(seq_id, needs_name=False)
+    if cached.name is None:
+        schedule(metadata_work(seq_id))
+    return cached
+
+
+def _header_json(cached: Cached) -> bytes:
+    answer = {
+        "id": cached.id,
+        "name": cached.name or placeholder_name(cached.id),
+        "first": str(cached.first_index),
+        "last": str(cached.first_index + cached.term_count - 1),
+        "chunk_size": CHUNK_SIZE,
+    }
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _header(cached: Cached) -> Response:
+    return _send(cached, "-header", _header_json, _header)
+
+
+@bp.get("/get_oeis_header/<seq_id>")
+def get_oeis_header(seq_id: str) -> Response:
+    """Where a sequence's indices start and end, for reading it in chunks (indices are
+    strings: JavaScript numbers lose digits past 2^53)."""
+    return _header(_cached_for_paging(normalize_id(seq_id)))
+
+
+def _chunk(cached: Cached, chunk: int) -> Response:
+    # Positions (from 1) of the indices chunk*CHUNK_SIZE <= i < (chunk+1)*CHUNK_SIZE.
+    first = max(chunk * CHUNK_SIZE, cached.first_index) - cached.first_index + 1
+    last = min((chunk + 1) * CHUNK_SIZE, cached.first_index + cached.term_count)
+    last -= cached.first_index
+    return _send(
+        cached,
+        f"-chunk{chunk}" if first <= last else "-chunk-empty",  # one entry for all empty ones
+        lambda c: _values_json(c, first, last),
+        lambda now: _chunk(now, chunk),
+    )
+
+
+@bp.get("/get_oeis_chunk/<seq_id>/<chunk>")
+def get_oeis_chunk(seq_id: str, chunk: str) -> Response:
+    """The values with indices chunk*1024 <= i < (chunk+1)*1024 ({} outside the sequence)."""
+    seq_id = normalize_id(seq_id)
+    if not _CHUNK.fullmatch(chunk):
+        raise BadRequest(
+            f"the chunk must be a whole number of at most 18 digits, got {chunk[:40]!r}"
+        )
+    return _chunk(_cached_for_paging(seq_id), int(chunk))
 
 
 @bp.get("/get_oeis_metadata/<seq_id>")
@@ -162,10 +248,17 @@ def get_oeis_metadata(seq_id: str) -> Response:
 
 @bp.get("/get_oeis_factors/<seq_id>/<count>")
 def get_oeis_factors(seq_id: str, count: str) -> Response:
+    """Factorizations of the first `count` terms. 200 within BACKSCOPE_SYNC_WAIT even
+    while factoring runs: the terms not factored yet are "no_fac_yet" (never stored),
+    with "complete": false and Retry-After; asking again later returns more."""
     seq_id, n = normalize_id(seq_id), parse_count(count)
+    max_bits = get_settings().factor_max_bits
+
+    def partial(session: Session) -> Factors | None:
+        return read_factors(session, seq_id, n, max_bits)
 
     def read(session: Session) -> Factors | list[Work]:
-        factors = read_factors(session, seq_id, n)
+        factors = partial(session)
         if factors is None:  # the values come first
             _check_missing(session, seq_id)
             return [values_work(seq_id)]
@@ -173,16 +266,20 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
             return factors
         return [factors_work(seq_id, n)]
 
-    factors = obtain(read, progressive=True)
+    factors = obtain(read, progressive=True, partial=partial)
     if factors.name is None:
         schedule(metadata_work(seq_id))
-    return jsonify(
+    response = jsonify(
         {
             "id": seq_id,
             "name": factors.name or placeholder_name(seq_id),
-            "factors": {str(index): text for index, text in factors.factors.items()},
+            "factors": {str(index): text or NO_FAC_YET for index, text in factors.factors.items()},
+            "complete": factors.complete,
         }
     )
+    if not factors.complete:
+        response.headers["Retry-After"] = str(FACTORS_RETRY)
+    return response
 
 
 @bp.get("/search_oeis/<path:term>")

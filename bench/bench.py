@@ -14,6 +14,8 @@ says so in the table's heading. Prints one table:
   for uncached sequences from an OEIS that takes 25 s (answered, p50, p99); and how long
   another client's fresh request takes after one client's flood of 1,500 abandoned
   requests for unknown sequences;
+- cached chunk read: like the others, for `get_oeis_chunk` (1,024 terms of A000040);
+- ingest of the j-function-like A000521 (a 3.7 MB b-file): seconds and workers' peak RSS;
 - peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
   values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
 """
@@ -40,6 +42,8 @@ import requests
 SMALL = "/api/get_oeis_values/A000045/10"
 LARGE = "/api/get_oeis_name_and_values/A000040"
 BIG_ID = "A999999"
+J_ID = "A000521"  # j-function-like: 10,000 terms up to ~550 digits, a 3.7 MB b-file
+CHUNK = "/api/get_oeis_chunk/A000040/3"  # 1,024 of the 10,000 primes
 
 
 def get_until_done(base: str, path: str, timeout: float = 120) -> requests.Response:
@@ -237,9 +241,10 @@ def worker_peak_rss_mb() -> float:
     return peak / 1024
 
 
-def big_ingest(base: str) -> tuple[int, float, float]:
+def ingest(base: str, seq_id: str) -> tuple[int, float, float]:
+    """Ask for a sequence `make bench` forgot first: status, seconds, workers' peak RSS."""
     started = time.monotonic()
-    response = get_until_done(base, f"/api/get_oeis_values/{BIG_ID}/3", timeout=600)
+    response = get_until_done(base, f"/api/get_oeis_values/{seq_id}/3", timeout=600)
     return response.status_code, time.monotonic() - started, worker_peak_rss_mb()
 
 
@@ -280,13 +285,18 @@ def main() -> None:
     args = parser.parse_args()
     base = args.url.rstrip("/")
 
-    for path in (SMALL, LARGE):  # make sure both are cached before measuring
+    for path in (SMALL, LARGE, CHUNK):  # make sure all are cached before measuring
         assert get_until_done(base, path).status_code == 200, path
     quiet = settle(args.settle)
     load = wrk if shutil.which("wrk") else python_load
     tool = "wrk" if load is wrk else "python"
     rows = []
-    for label, path in (("cached small read", SMALL), ("cached 10k-term read", LARGE)):
+    reads = (
+        ("cached small read", SMALL),
+        ("cached 10k-term read", LARGE),
+        ("cached chunk read (1,024 terms)", CHUNK),
+    )
+    for label, path in reads:
         rate, p50, p99 = load(base + path, 2, args.connections, args.seconds)
         rows.append((label, f"{rate:,.0f} req/s", f"p50 {p50:.1f} ms", f"p99 {p99:.1f} ms"))
     count, served, wall = cold_burst(base, args.oeis)
@@ -310,8 +320,12 @@ def main() -> None:
     )
     status, seconds = after_flood(base)
     rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
+    status, seconds, rss = ingest(base, J_ID)
+    rows.append(
+        ("ingest A000521 (3.7 MB)", f"HTTP {status}", f"{seconds:.1f} s", f"peak RSS {rss:.0f} MB")
+    )
     if not args.skip_big:
-        status, seconds, rss = big_ingest(base)
+        status, seconds, rss = ingest(base, BIG_ID)
         rows.append(
             (
                 "ingest 100k terms x 1000 digits",

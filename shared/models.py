@@ -43,7 +43,7 @@ class Sequence(Base):
 
     id: Mapped[str] = mapped_column(String(7), primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
-    offset: Mapped[int | None] = mapped_column(Integer)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
     xrefs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     keywords: Mapped[str | None] = mapped_column(Text)
     author: Mapped[str | None] = mapped_column(Text)
@@ -65,7 +65,7 @@ class SequenceValues(Base):
     id: Mapped[str] = mapped_column(
         String(7), ForeignKey("sequences.id", ondelete="CASCADE"), primary_key=True
     )
-    first_index: Mapped[int] = mapped_column(Integer)
+    first_index: Mapped[int] = mapped_column(BigInteger)
     terms: Mapped[list[str]] = mapped_column(ARRAY(Text))
     term_count: Mapped[int] = mapped_column(Integer)
     # The whole get_oeis_name_and_values answer, ready to send (shared/store.py builds
@@ -89,7 +89,7 @@ class Factorization(Base):
     id: Mapped[str] = mapped_column(
         String(7), ForeignKey("sequences.id", ondelete="CASCADE"), primary_key=True
     )
-    n: Mapped[int] = mapped_column(Integer, primary_key=True)  # the OEIS index
+    n: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the OEIS index
     factors: Mapped[str] = mapped_column(Text)
     factored_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()

@@ -71,19 +71,26 @@ class OEISClient:
             ) as response:
                 status = response.status_code
                 self._check(response, path, accept)
-                pending = b""
+                # The pieces of the line not finished yet: joined once, when its end
+                # comes (re-joining a growing buffer for every chunk would be quadratic
+                # in a long line, e.g. a search answer that is one line of JSON).
+                pending: list[bytes] = []
                 for chunk in response.iter_content(_CHUNK):
                     size += len(chunk)
                     if size > self.settings.oeis_max_bytes:
                         raise UpstreamBadData(
                             f"OEIS answer for {path} exceeds {self.settings.oeis_max_bytes} bytes"
                         )
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
+                    if b"\n" not in chunk:
+                        pending.append(chunk)
+                        continue
+                    first, *lines, last = chunk.split(b"\n")
+                    yield b"".join([*pending, first]).decode("utf-8", "replace")
                     for line in lines:
                         yield line.decode("utf-8", "replace")
-                if pending:
-                    yield pending.decode("utf-8", "replace")
+                    pending = [last]
+                if any(pending):
+                    yield b"".join(pending).decode("utf-8", "replace")
         except requests.Timeout as exc:
             raise UpstreamUnavailable(f"the OEIS did not answer {path} in time") from exc
         except requests.RequestException as exc:

@@ -14,9 +14,20 @@ from shared.ids import format_id
 
 log = logging.getLogger(__name__)
 
-_INDEX = re.compile(r"-?[0-9]{1,9}")
+_INDEX = re.compile(r"-?[0-9]{1,19}")
 _VALUE = re.compile(r"(-?)0*([0-9]+)")
-_OFFSET = re.compile(r"\s*(-?[0-9]{1,9})\s*(?:,.*)?")
+_OFFSET = re.compile(r"\s*(-?[0-9]{1,19})\s*(?:,.*)?")
+# Indices are stored as PostgreSQL bigint: the signed 64-bit range. The OEIS's largest
+# offsets (A241292 starts at 3,638,334,640,025) are far inside it.
+MIN_INDEX, MAX_INDEX = -(2**63), 2**63 - 1
+
+
+def _index(text: str) -> int | None:
+    """An index within the signed 64-bit range, or None."""
+    if not _INDEX.fullmatch(text):
+        return None
+    index = int(text)
+    return index if MIN_INDEX <= index <= MAX_INDEX else None
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,16 @@ def parse_bfile(lines: Iterable[str], seq_id: str) -> BFile:
         if not text or text.startswith("#"):
             continue
         fields = text.split()
-        if len(fields) != 2 or not _INDEX.fullmatch(fields[0]):
+        if len(fields) != 2:
             raise UpstreamBadData(f"b-file for {seq_id} has a malformed line {number}")
+        index = _index(fields[0])
+        if index is None:
+            raise UpstreamBadData(
+                f"b-file for {seq_id} has an index that is not a 64-bit integer on line {number}"
+            )
         value = canonical_value(fields[1])
         if value is None:
             raise UpstreamBadData(f"b-file for {seq_id} has a non-numeric value on line {number}")
-        index = int(fields[0])
         if first is None:
             first = index
         elif index != first + len(terms):
@@ -122,7 +137,7 @@ def parse_entry(item: Any) -> Entry | None:
 def parse_offset(text: str) -> int | None:
     """The first index from an OEIS offset field ("0,4" -> 0), or None if it has none."""
     match = _OFFSET.fullmatch(text)
-    return int(match.group(1)) if match else None
+    return _index(match.group(1)) if match else None
 
 
 def clean_text(text: str) -> str:

@@ -80,11 +80,13 @@ def read_cached(seq_id: str) -> Cached | None:
     return None if row is None else Cached(seq_id, *row)
 
 
-def read_terms(seq_id: str, etag: str, count: int) -> list[str] | None:
-    """The first `count` terms, if the data still has this ETag (None if it changed)."""
+def read_terms(seq_id: str, etag: str, first: int, last: int) -> list[str] | None:
+    """Terms `first`..`last` (positions from 1), if the data still has this ETag (None if
+    it changed)."""
     row = _read_one(
-        "SELECT terms[1:%(n)s] FROM sequence_values WHERE id = %(id)s AND etag = %(etag)s",
-        {"id": seq_id, "etag": etag, "n": count},
+        "SELECT terms[%(first)s:%(last)s] FROM sequence_values"
+        " WHERE id = %(id)s AND etag = %(etag)s",
+        {"id": seq_id, "etag": etag, "first": first, "last": last},
     )
     return None if row is None else row[0]
 
@@ -102,37 +104,62 @@ def read_document(seq_id: str, etag: str) -> str | None:
 class Factors:
     id: str
     name: str | None
-    first_index: int
-    length: int  # how many terms were asked for (at most the sequence's length)
-    factors: dict[int, str]  # index -> factorization, in index order, for those stored
+    # Index -> factorization string, in index order, for every term asked for; None for
+    # a term not factored yet.
+    factors: dict[int, str | None]
 
     @property
     def complete(self) -> bool:
-        return len(self.factors) == self.length
+        return None not in self.factors.values()
 
 
-def read_factors(session: Session, seq_id: str, count: int) -> Factors | None:
-    """The stored factorizations of the first `count` terms (all when 0); None if the
-    sequence's values are not stored."""
-    terms = SequenceValues.terms if count == 0 else SequenceValues.terms[1:count]
+# shared/factorize.py's NO_FAC (not imported from there: that module loads sympy, which
+# the API does without; a test checks they agree).
+NO_FAC = "no_fac"
+# log2(10): a term of d digits (no leading zeros) is at least 10^(d-1) = 2^((d-1) log2 10).
+_LOG2_10 = 3.321928094887362
+
+# Every term of the first :count (NULL: all), with its stored factorization; a term too
+# large to be tried (the check factor_term makes, on its digits) is 'no_fac' at once.
+_FACTORS = text(
+    """
+    SELECT v.first_index + t.ord - 1,
+           coalesce(f.factors,
+                    CASE WHEN (length(ltrim(ltrim(t.term, '-'), '0')) - 1) * :log2_10
+                              > :max_bits + 1
+                         THEN :no_fac END)
+    FROM sequence_values AS v
+    CROSS JOIN LATERAL unnest(v.terms[1:coalesce(:count, v.term_count)])
+        WITH ORDINALITY AS t(term, ord)
+    LEFT JOIN factorizations AS f ON f.id = v.id AND f.n = v.first_index + t.ord - 1
+    WHERE v.id = :id
+    ORDER BY t.ord
+    """
+)
+
+
+def read_factors(session: Session, seq_id: str, count: int, max_bits: int) -> Factors | None:
+    """The factorizations of the first `count` terms (all when 0); None if the
+    sequence's values are not stored. A term above 2^`max_bits` that has no stored
+    factorization yet is NO_FAC (it will never be tried)."""
     row = session.execute(
-        select(SequenceValues.first_index, func.cardinality(terms), Sequence.name)
+        select(SequenceValues.first_index, Sequence.name)
         .join(Sequence, Sequence.id == SequenceValues.id)
         .where(SequenceValues.id == seq_id)
     ).first()
     if row is None:
         return None
-    first, length, name = row[0], row[1] or 0, row[2]
     rows = session.execute(
-        select(Factorization.n, Factorization.factors)
-        .where(
-            Factorization.id == seq_id,
-            Factorization.n >= first,
-            Factorization.n < first + length,
-        )
-        .order_by(Factorization.n)
+        _FACTORS,
+        {
+            "id": seq_id,
+            "count": count or None,
+            "log2_10": _LOG2_10,
+            "max_bits": max_bits,
+            "no_fac": NO_FAC,
+        },
     )
-    return Factors(seq_id, name, first, length, {n: factors for n, factors in rows})
+    return Factors(seq_id, row.name, {n: factors for n, factors in rows})
 
 
 def read_sequence(session: Session, seq_id: str) -> Sequence | None:

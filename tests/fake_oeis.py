@@ -65,6 +65,13 @@ BIG_NUMBER = 999999
 BIG_TERMS = 100_000
 BIG_DIGITS = 1000
 
+#: Made up on the fly, as the two sequences the front end's stress tests name:
+#: A241292 starts at index 3,638,334,640,025 (1,200 terms: a(n) = (n - first)^2), and
+#: A000521 is j-function-like: 10,000 terms from index -1, growing to about 550 digits
+#: (a 3.7 MB b-file; see _j_value).
+FAR_NUMBER, FAR_FIRST, FAR_TERMS = 241292, 3638334640025, 1200
+J_NUMBER, J_FIRST, J_TERMS = 521, -1, 10_000
+
 #: Line inserted in the middle of a b-file whose id is in ``malformed``.
 MALFORMED_LINE = "this line is not a number"
 
@@ -150,6 +157,28 @@ def _synthetic_factor(number: int) -> tuple[int, int]:
 def _big_line(n: int) -> str:
     """Line ``n`` of A999999's b-file: ``n 10^999 + n`` (1000 digits)."""
     return f"{n} 1{n:0{BIG_DIGITS - 1}d}\n"
+
+
+def _far_values() -> list[int]:
+    return [i * i for i in range(FAR_TERMS)]
+
+
+def _j_value(n: int) -> int:
+    """Term ``n`` of the j-function-like A000521: 1, 744, then about 5.46*sqrt(n) digits
+    (the size of the real coefficients, e^(4 pi sqrt(n)) / (sqrt(2) n^(3/4)))."""
+    if n < 1:
+        return (1, 744)[n + 1]
+    return 10 ** int(5.46 * n**0.5) + 196883 * n + 1
+
+
+def _made_up_values(number: int) -> tuple[int, list[int]] | None:
+    """(first index, values) of a sequence the fake makes up on the fly, other than the
+    synthetic and big ones."""
+    if number == FAR_NUMBER:
+        return FAR_FIRST, _far_values()
+    if number == J_NUMBER:
+        return J_FIRST, [_j_value(n) for n in range(J_FIRST, J_FIRST + J_TERMS)]
+    return None
 
 
 def _insert_malformed(data: bytes) -> bytes:
@@ -574,10 +603,17 @@ class FakeOEIS:
             values = [10 ** (BIG_DIGITS - 1)]
             name = "Synthetic sequence: a(n) = 10^999 + n (100000 terms of 1000 digits)"
             return self._made_up_entry(number, values, name, BIG_TERMS)
+        made_up = _made_up_values(number)
+        if made_up is not None:
+            first, values = made_up
+            name = f"Test fixture shaped like A{number:06d}: {len(values)} terms from {first}"
+            return self._made_up_entry(number, values[:20], name, len(values), first)
         return None
 
     @staticmethod
-    def _made_up_entry(number: int, values: list[int], name: str, terms: int) -> dict[str, Any]:
+    def _made_up_entry(
+        number: int, values: list[int], name: str, terms: int, first: int = 0
+    ) -> dict[str, Any]:
         seq_id = f"A{number:06d}"
         return {
             "number": number,
@@ -586,10 +622,10 @@ class FakeOEIS:
             "comment": ["Made up by the fake OEIS for load tests; not a real OEIS entry."],
             "link": [
                 f'Fake OEIS, <a href="/{seq_id}/b{seq_id[1:]}.txt">'
-                f"Table of n, a(n) for n = 0..{terms - 1}</a>"
+                f"Table of n, a(n) for n = {first}..{first + terms - 1}</a>"
             ],
             "keyword": "nonn,easy",
-            "offset": _offset_field(0, values),
+            "offset": _offset_field(first, values),
             "author": "_Fake OEIS_",
             "references": 0,
             "revision": 1,
@@ -617,9 +653,13 @@ class FakeOEIS:
         malformed = seq_id in self.malformed
         if number == BIG_NUMBER:
             return self._big_bfile(malformed)
+        made_up = _made_up_values(number)
         if SYNTHETIC_FIRST <= number <= SYNTHETIC_LAST:
             _, k = _synthetic_factor(number)
             data = "".join(f"{i} {i * k}\n" for i in range(SYNTHETIC_TERMS)).encode()
+        elif made_up is not None:
+            first, values = made_up
+            data = "".join(f"{first + i} {v}\n" for i, v in enumerate(values)).encode()
         else:
             fixture = self._fixture_bfile(number)
             if fixture is None or number not in self._entries:

@@ -23,3 +23,15 @@ def get_until_200(client, path: str, timeout: float = 60):
             return response
         assert response.status_code == 202, response.get_json()
         time.sleep(0.1)
+
+
+def get_until_complete(client, path: str, timeout: float = 60):
+    """GET a factors `path`, repeating while the answer is 202 or "complete": false."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = get_until_200(client, path, timeout)
+        if response.status_code != 200 or response.get_json()["complete"]:
+            return response
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} still incomplete after {timeout} s")
+        time.sleep(0.1)

@@ -7,6 +7,7 @@ a download worker (the session's) and factor workers each test starts for itself
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import sympy
 from sqlalchemy import func, select
 
+import api.jobs
 from shared import factor_batches
 from shared.db import session_scope
 from shared.factor_batches import Limits, factor_term, factor_values
@@ -27,7 +29,7 @@ from shared.redis_db import get_redis
 from shared.store import clear_all, forget, store_factors, store_values
 from shared.work import FACTORS_QUEUE, factors_work
 from tests.conftest import WorkerProcess
-from tests.helpers import get_until_200, wait_until
+from tests.helpers import get_until_200, get_until_complete, wait_until
 
 LIMITS = Limits(budget=2.0, max_bits=512)
 
@@ -239,10 +241,10 @@ def test_factors_errors_are_those_of_values(client, path: str, status: int) -> N
 @pytest.mark.slow
 def test_factors_shape_and_format(client, factor_workers) -> None:
     factor_workers()
-    response = get_until_200(client, "/api/get_oeis_factors/A000027/12")
+    response = get_until_complete(client, "/api/get_oeis_factors/A000027/12")
     assert response.status_code == 200
     body = response.get_json()
-    assert list(body) == ["id", "name", "factors"]
+    assert list(body) == ["id", "name", "factors", "complete"]
     assert body["id"] == "A000027" and isinstance(body["name"], str)
     assert body["factors"] == {
         "1": "[]",
@@ -260,7 +262,7 @@ def test_factors_shape_and_format(client, factor_workers) -> None:
     }
     assert list(body["factors"]) == [str(n) for n in range(1, 13)]  # index order
 
-    fib = get_until_200(client, "/api/get_oeis_factors/a000045/6").get_json()
+    fib = get_until_complete(client, "/api/get_oeis_factors/a000045/6").get_json()
     assert fib["id"] == "A000045"
     assert fib["factors"] == {
         "0": "[0,1]",
@@ -272,7 +274,7 @@ def test_factors_shape_and_format(client, factor_workers) -> None:
     }
 
     # Negative indices and values; every string multiplies out to its value.
-    factors = get_until_200(client, "/api/get_oeis_factors/A078302/0").get_json()["factors"]
+    factors = get_until_complete(client, "/api/get_oeis_factors/A078302/0").get_json()["factors"]
     values = client.get("/api/get_oeis_values/A078302/0").get_json()["values"]
     assert list(factors) == list(values) and len(factors) == 244
     assert factors["-43"] == "[-1,1;2,1;3,1;43,1;307,1]"  # -79206
@@ -282,11 +284,11 @@ def test_factors_shape_and_format(client, factor_workers) -> None:
 @pytest.mark.slow
 def test_more_terms_compute_only_the_missing_ones(client, factor_workers, stored_naturals) -> None:
     factor_workers()
-    assert get_until_200(client, "/api/get_oeis_factors/A000027/10").status_code == 200
+    assert get_until_complete(client, "/api/get_oeis_factors/A000027/10").status_code == 200
     first = rows("A000027")
     assert list(first) == list(range(1, 11))
 
-    body = get_until_200(client, "/api/get_oeis_factors/A000027/25").get_json()
+    body = get_until_complete(client, "/api/get_oeis_factors/A000027/25").get_json()
     assert list(body["factors"]) == [str(n) for n in range(1, 26)]
     after = rows("A000027")
     assert list(after) == list(range(1, 26))
@@ -299,7 +301,7 @@ def test_more_terms_compute_only_the_missing_ones(client, factor_workers, stored
     assert read_lock(get_redis("locks"), lock_key("factors", "A000027")) is None
     assert rows("A000027") == after
 
-    everything = get_until_200(client, "/api/get_oeis_factors/A000027/0").get_json()
+    everything = get_until_complete(client, "/api/get_oeis_factors/A000027/0").get_json()
     assert len(everything["factors"]) == 100
 
 
@@ -335,7 +337,7 @@ def test_value_out_of_time_is_no_fac_the_rest_factored_worker_keeps_serving(
     client, factor_workers
 ) -> None:
     factors = factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="0.5")
-    body = get_until_200(client, "/api/get_oeis_factors/A900100/0", timeout=60).get_json()
+    body = get_until_complete(client, "/api/get_oeis_factors/A900100/0", timeout=60).get_json()
     values = client.get("/api/get_oeis_values/A900100/0").get_json()["values"]
     hard = {"3", "6", "9"}  # products of two ~150-bit primes
     assert list(body["factors"]) == list(values) == [str(n) for n in range(1, 13)]
@@ -347,7 +349,7 @@ def test_value_out_of_time_is_no_fac_the_rest_factored_worker_keeps_serving(
     assert body["factors"]["12"] == "[-1,1;2147483647,1]"
 
     # The same worker process goes on serving.
-    naturals = get_until_200(client, "/api/get_oeis_factors/A000027/20").get_json()["factors"]
+    naturals = get_until_complete(client, "/api/get_oeis_factors/A000027/20").get_json()["factors"]
     assert naturals["20"] == "[2,2;5,1]"
     assert factors.process.poll() is None
 
@@ -388,3 +390,29 @@ def test_download_is_not_delayed_by_a_saturated_factor_queue(
     assert queued_factor_tasks() >= 1  # and more factor work waiting
     # The download worker (the session's) has never run a factor task.
     assert "backscope.factor_values[" not in worker.output()
+
+
+@pytest.mark.slow
+def test_factors_answer_partially_then_completely(
+    client, factor_workers, monkeypatch, settings
+) -> None:
+    quick = dataclasses.replace(settings, sync_wait=0.5)
+    monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
+    # A 3 s budget: the factor worker spends seconds on A900100's three hard values.
+    factor_workers(concurrency=1, BACKSCOPE_FACTOR_BUDGET="3")
+    get_until_200(client, "/api/get_oeis_values/A900100/1")
+    early = client.get("/api/get_oeis_factors/A900100/0")
+    assert early.status_code == 200
+    body = early.get_json()
+    assert body["complete"] is False
+    assert int(early.headers["Retry-After"]) > 0
+    assert list(body["factors"]) == [str(n) for n in range(1, 13)]  # every index
+    assert "no_fac_yet" in body["factors"].values()
+    done = get_until_complete(client, "/api/get_oeis_factors/A900100/0", timeout=120).get_json()
+    assert done["complete"] is True and "no_fac_yet" not in done["factors"].values()
+    assert "Retry-After" not in client.get("/api/get_oeis_factors/A900100/0").headers
+    with session_scope() as session:  # the placeholder is an answer, never stored
+        stored = session.scalar(
+            select(func.count()).where(Factorization.factors.like("no_fac_yet%"))
+        )
+    assert stored == 0

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from shared import database_admin
@@ -53,3 +53,43 @@ def test_no_in_progress_state_in_the_schema() -> None:
 
     columns = [c.name for table in Base.metadata.tables.values() for c in table.columns]
     assert not [c for c in columns if "progress" in c or "requested" in c or "request_time" in c]
+
+
+def test_upgrade_to_64_bit_indices_keeps_cached_data(empty_database: str) -> None:
+    """0004 -> 0005 converts a database holding sequences and factorizations in place."""
+    database_admin.upgrade(empty_database, "0004")
+    engine = create_engine(empty_database, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO sequences (id, name, "offset", meta_fetched_at)'
+                " VALUES ('A000045', 'Fibonacci numbers', 0, now())"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO sequence_values (id, first_index, terms, term_count, document,"
+                " etag, token) VALUES ('A000045', 0, '{0,1,1,2}', 4, '{}', 'e', 7)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO factorizations (id, n, factors, token)"
+                " VALUES ('A000045', 3, '[2,1]', 7)"
+            )
+        )
+    database_admin.upgrade(empty_database)
+    with engine.begin() as connection:
+        assert connection.execute(text('SELECT name, "offset" FROM sequences')).all() == [
+            ("Fibonacci numbers", 0)
+        ]
+        assert connection.execute(
+            text("SELECT first_index, terms, etag FROM sequence_values")
+        ).all() == [(0, ["0", "1", "1", "2"], "e")]
+        assert connection.execute(text("SELECT n, factors FROM factorizations")).all() == [
+            (3, "[2,1]")
+        ]
+        # and it now holds an index beyond 32 bits
+        connection.execute(text("UPDATE sequence_values SET first_index = 3638334640025"))
+        assert connection.scalar(text("SELECT first_index FROM sequence_values")) == 3638334640025
+    engine.dispose()

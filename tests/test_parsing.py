@@ -27,6 +27,13 @@ def test_bfile_negative_indices_and_values() -> None:
     assert bfile.terms == ["-8", "-1", "0", "1"]
 
 
+def test_bfile_indices_beyond_32_bits() -> None:
+    bfile = parse_bfile(["3638334640025 1", "3638334640026 -2"], "A241292")
+    assert (bfile.first_index, bfile.terms) == (3638334640025, ["1", "-2"])
+    top = 2**63 - 1
+    assert parse_bfile([f"{top} 5"], "A000001").first_index == top
+
+
 def test_bfile_huge_values_are_kept_exactly() -> None:
     big = "9" * 5000  # beyond Python's default int-to-str digit limit
     assert parse_bfile([f"1 {big}", f"2 -{big}"], "A000001").terms == [big, "-" + big]
@@ -38,7 +45,9 @@ def test_bfile_huge_values_are_kept_exactly() -> None:
         (["0 1", "2 3"], "skips"),
         (["0 1", "1 x2"], "non-numeric"),
         (["0 1", "1 2 3"], "malformed"),
-        (["zero 1"], "malformed"),
+        (["zero 1"], "not a 64-bit integer on line 1"),
+        (["9223372036854775807 1", "9223372036854775808 2"], "not a 64-bit integer on line 2"),
+        (["-9223372036854775809 1"], "not a 64-bit integer on line 1"),
         (["# only a comment", ""], "no terms"),
         (["0 1.5"], "non-numeric"),
     ],
