@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Response, request
 
@@ -35,6 +37,26 @@ class DocumentCache:
         self.size = 0
         self.entries: OrderedDict[str, tuple[bytes, bytes | None]] = OrderedDict()
         self.lock = threading.Lock()
+        # Documents being built: a lock per key, and how many requests use it.
+        self.builds: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def building(self, etag: str) -> Iterator[None]:
+        """Hold while building the document `etag`, so that concurrent requests for it
+        wait for one build (and then find it here) instead of each building it."""
+        with self.lock:
+            build_lock, users = self.builds.get(etag, (threading.Lock(), 0))
+            self.builds[etag] = (build_lock, users + 1)
+        try:
+            with build_lock:
+                yield
+        finally:
+            with self.lock:
+                build_lock, users = self.builds[etag]
+                if users == 1:
+                    del self.builds[etag]
+                else:
+                    self.builds[etag] = (build_lock, users - 1)
 
     def get(self, etag: str) -> tuple[bytes, bytes | None] | None:
         with self.lock:

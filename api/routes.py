@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -9,6 +10,8 @@ import unicodedata
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from time import time
+from typing import TypeVar
 
 from celery.result import AsyncResult
 from flask import Blueprint, Response, jsonify
@@ -20,20 +23,23 @@ from api.jobs import obtain, schedule
 from api.responses import documents, send_json
 from shared.config import get_settings
 from shared.db import listen_connection, session_scope
-from shared.errors import NotFound
+from shared.errors import NotFound, UpstreamUnavailable
 from shared.ids import normalize_id
 from shared.queue import app as celery
 from shared.readcache import ReadCache
 from shared.redis_db import get_redis
 from shared.store import (
     Cached,
+    Document,
     Factors,
     is_missing,
     placeholder_name,
     read_cached,
     read_document,
     read_factors,
+    read_metadata_document,
     read_search,
+    read_search_document,
     read_sequence,
     read_terms,
     search_key,
@@ -60,8 +66,15 @@ _COUNT = re.compile(r"[0-9]{1,9}")
 CHUNK_SIZE = 1024
 _CHUNK = re.compile(r"-?[0-9]{1,18}")
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+R = TypeVar("R", Response, Response | None)
 # What is cached per sequence, kept in memory until the database reports a change.
 cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection)
+# The metadata and search answers, kept the same way. (Each cache listens on its own
+# connection: three per API process.)
+metadata_reads: ReadCache[Document] = ReadCache(read_metadata_document, listen_connection)
+search_reads: ReadCache[Document] = ReadCache(
+    lambda key: read_search_document(key, get_settings().search_ttl), listen_connection
+)
 TASK_STATES = {
     "PENDING": "pending",
     "RECEIVED": "pending",
@@ -71,6 +84,13 @@ TASK_STATES = {
     "FAILURE": "failed",
     "REVOKED": "failed",
 }
+
+
+class ChangedMeanwhile(UpstreamUnavailable):
+    """The data was there a moment ago and gone now (forgotten, cleared): ask again."""
+
+    def __init__(self) -> None:
+        super().__init__("the cached data changed while it was read; please try again", 1)
 
 
 def parse_count(raw: str) -> int:
@@ -117,20 +137,23 @@ def _send(
     cached: Cached,
     suffix: str,
     build: Callable[[Cached], bytes | None],
-    again: Callable[[Cached], Response],
-) -> Response:
+    again: Callable[[Cached], R],
+) -> Response | R:
     """Send the document built by `build`, built once per version of the data (its key is
     the data's ETag + `suffix`) and then served from memory. If the data changed since
     `cached` was read, `again` answers from the current data instead."""
     key = cached.etag + suffix
     entry = documents.get(key)
     if entry is None:
-        body = build(cached)
-        if body is None:  # replaced since we looked (the news may be on its way): again
-            cached_reads.changed(cached.id)
-            return again(_cached(cached.id, cached.name is not None))
-        documents.put(key, body)
-        entry = (body, None)
+        with documents.building(key):  # identical requests build it once
+            entry = documents.get(key)
+            if entry is None:
+                body = build(cached)
+                if body is None:  # replaced since we looked (the news may be on its way)
+                    cached_reads.changed(cached.id)
+                    return again(_cached(cached.id, cached.name is not None))
+                documents.put(key, body)
+                entry = (body, None)
     return send_json(key, *entry, final=cached.name is not None)
 
 
@@ -225,25 +248,51 @@ def get_oeis_chunk(seq_id: str, chunk: str) -> Response:
 @bp.get("/get_oeis_metadata/<seq_id>")
 def get_oeis_metadata(seq_id: str) -> Response:
     seq_id = normalize_id(seq_id)
+    document = metadata_reads.get(seq_id)
+    if document is None:
 
-    def read(session: Session) -> dict | list[Work]:
-        _check_missing(session, seq_id)
-        sequence = read_sequence(session, seq_id)
-        needed = []
-        if sequence is None or sequence.meta_fetched_at is None:
-            needed.append(metadata_work(seq_id))
-        if sequence is None or sequence.backrefs_fetched_at is None:
-            needed.append(backrefs_work(seq_id))
-        if needed:
-            return needed
-        return {
-            "id": seq_id,
-            "name": sequence.name,
-            "xrefs": "\n".join(sequence.xrefs or []),
-            "backrefs": sequence.backrefs or [],
-        }
+        def read(session: Session) -> bool | list[Work]:
+            _check_missing(session, seq_id)
+            sequence = read_sequence(session, seq_id)
+            needed = []
+            if sequence is None or sequence.meta_fetched_at is None:
+                needed.append(metadata_work(seq_id))
+            if sequence is None or sequence.backrefs_fetched_at is None:
+                needed.append(backrefs_work(seq_id))
+            return needed or True
 
-    return jsonify(obtain(read))
+        obtain(read)
+        document = metadata_reads.get(seq_id)
+        if document is None:
+            raise ChangedMeanwhile()
+    return send_json(document.etag, document.body, None, final=True)
+
+
+def _factors_json(factors: Factors) -> bytes:
+    answer = {
+        "id": factors.id,
+        "name": factors.name or placeholder_name(factors.id),
+        "factors": {str(index): text or NO_FAC_YET for index, text in factors.factors.items()},
+        "complete": factors.complete,
+    }
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _complete_factors(cached: Cached, count: int) -> Response | None:
+    """The factors of the first `count` terms, all stored: a ready-made document per
+    version of the data (the ETag changes with the values and the name; stored
+    factorizations only ever complete a prefix, never change it). None if they turn
+    out not to be all stored."""
+    max_bits = get_settings().factor_max_bits
+
+    def build(current: Cached) -> bytes | None:
+        with session_scope() as session:
+            factors = read_factors(session, current.id, count, max_bits)
+        if factors is None or not factors.complete:
+            return None  # changed meanwhile: never cache a partial answer as final
+        return _factors_json(factors)
+
+    return _send(cached, f"-factors{cached.size(count)}", build, lambda now: None)
 
 
 @bp.get("/get_oeis_factors/<seq_id>/<count>")
@@ -252,6 +301,13 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
     while factoring runs: the terms not factored yet are "no_fac_yet" (never stored),
     with "complete": false and Retry-After; asking again later returns more."""
     seq_id, n = normalize_id(seq_id), parse_count(count)
+    cached = cached_reads.get(seq_id)
+    if cached is not None and cached.factored(n):
+        if cached.name is None:
+            schedule(metadata_work(seq_id))
+        response = _complete_factors(cached, n)
+        if response is not None:
+            return response
     max_bits = get_settings().factor_max_bits
 
     def partial(session: Session) -> Factors | None:
@@ -269,16 +325,10 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
     factors = obtain(read, progressive=True, partial=partial)
     if factors.name is None:
         schedule(metadata_work(seq_id))
-    response = jsonify(
-        {
-            "id": seq_id,
-            "name": factors.name or placeholder_name(seq_id),
-            "factors": {str(index): text or NO_FAC_YET for index, text in factors.factors.items()},
-            "complete": factors.complete,
-        }
-    )
+    response = Response(_factors_json(factors), mimetype="application/json")
     if not factors.complete:
         response.headers["Retry-After"] = str(FACTORS_RETRY)
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -292,12 +342,26 @@ def search_oeis(term: str) -> Response:
         raise BadRequest("the search term contains control characters")
 
     key = search_key(term)
+    document = search_reads.get(key)
+    if document is not None and document.expires <= time():
+        search_reads.changed(key)
+        document = None
+    if document is None:
 
-    def read(session: Session) -> dict[str, list[list[str]]] | list[Work]:
-        results = read_search(session, key, get_settings().search_ttl)
-        return {"results": results} if results is not None else [search_work(key)]
+        def read(session: Session) -> bool | list[Work]:
+            found = read_search(session, key, get_settings().search_ttl)
+            return True if found is not None else [search_work(key)]
 
-    return jsonify({"term": term, **obtain(read)})
+        obtain(read)
+        document = search_reads.get(key)
+        if document is None:
+            raise ChangedMeanwhile()
+    # The term is echoed as given; the results are the document shared by every
+    # spelling of the same search.
+    quoted = json.dumps(term, ensure_ascii=False).encode()
+    body = b'{"term":' + quoted + b',"results":' + document.body + b"}"
+    tag = f"{document.etag}-{hashlib.md5(quoted).hexdigest()[:12]}"
+    return send_json(tag, body, None, final=True)
 
 
 @cache

@@ -21,12 +21,11 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
-from redis import Redis
 from redis.exceptions import RedisError
 
 from shared.config import ConfigError, get_settings
 from shared.errors import UpstreamUnavailable
-from shared.lock import FINISHED_STATES, LockInfo, WorkLock, lock_key, read_lock, release_value
+from shared.lock import FINISHED_STATES, WorkLock, lock_key, read_lock, release_value
 from shared.redis_db import get_redis
 from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
 
@@ -109,14 +108,6 @@ def _send(work: Work, task_id: str, priority: int) -> None:
     app.send_task(work.task, args=work.args, task_id=task_id, priority=priority)
 
 
-def _in_flight(client: Redis, work: Work) -> LockInfo | None:
-    """The lock of the task doing `work` if it is still queued or running."""
-    holder = read_lock(client, lock_key(work.kind, work.subject))
-    if holder is None or task_state(holder.owner) in FINISHED_STATES:
-        return None
-    return holder
-
-
 def _start(work: Work, priority: int) -> str:
     client = get_redis("locks")
     for _ in range(MAX_ROUNDS):
@@ -158,10 +149,12 @@ def start(work: Work, priority: int = INTERACTIVE) -> str:
 def join(work: Work) -> str | None:
     """The id of the task already doing `work`, or None if none is (nothing is started)."""
     try:
-        holder = _in_flight(get_redis("locks"), work)
-    except RedisError as exc:
+        holder = read_lock(get_redis("locks"), lock_key(work.kind, work.subject))
+        if holder is None or task_state(holder.owner) in FINISHED_STATES:
+            return None
+    except (RedisError, BrokerError) as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
-    return None if holder is None else holder.owner
+    return holder.owner
 
 
 def schedule(work: Work) -> str | None:

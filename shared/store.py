@@ -9,7 +9,10 @@ stalled download that wakes up can never overwrite newer data or resurrect a cle
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,6 +101,47 @@ def read_document(seq_id: str, etag: str) -> str | None:
         {"id": seq_id, "etag": etag},
     )
     return None if row is None else row[0]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A ready-made JSON answer (or part of one) and its ETag."""
+
+    etag: str
+    body: bytes
+    expires: float = math.inf  # unix time after which it must be read again
+
+
+def _document(answer: object, expires: float = math.inf) -> Document:
+    body = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+    return Document(hashlib.md5(body).hexdigest(), body, expires)
+
+
+def read_metadata_document(seq_id: str) -> Document | None:
+    """The get_oeis_metadata answer, once both the metadata and the back-references
+    are stored (None until then)."""
+    row = _read_one(
+        "SELECT name, xrefs, backrefs FROM sequences WHERE id = %(id)s"
+        " AND meta_fetched_at IS NOT NULL AND backrefs_fetched_at IS NOT NULL",
+        {"id": seq_id},
+    )
+    if row is None:
+        return None
+    name, xrefs, backrefs = row
+    return _document(
+        {"id": seq_id, "name": name, "xrefs": "\n".join(xrefs or []), "backrefs": backrefs or []}
+    )
+
+
+def read_search_document(key: str, max_age: int) -> Document | None:
+    """The cached results of a search_key as a JSON list, unless older than `max_age`
+    seconds; the document expires when they become too old."""
+    row = _read_one(
+        "SELECT results, extract(epoch FROM fetched_at) FROM searches"
+        " WHERE term = %(key)s AND fetched_at > now() - %(age)s * interval '1 second'",
+        {"key": key, "age": max_age},
+    )
+    return None if row is None else _document(row[0], float(row[1]) + max_age)
 
 
 @dataclass(frozen=True)

@@ -117,10 +117,11 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
         # The TRUNCATE's notification empties the API's cache a moment later; a test
         # must not race it.
         from api.jobs import scheduled_recently
-        from api.routes import cached_reads
+        from api.routes import cached_reads, metadata_reads, search_reads
         from shared.readcache import EVERYTHING
 
-        cached_reads.changed(EVERYTHING)
+        for reads in (cached_reads, metadata_reads, search_reads):
+            reads.changed(EVERYTHING)
         scheduled_recently.clear()  # what the API scheduled was for the data just deleted
     if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
         _flush_state()

@@ -3,15 +3,20 @@ client that has the answer, gzip only when accepted."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import api.jobs
+import api.routes
 from api.responses import DocumentCache
 from shared.db import session_scope
 from shared.lock import current_fence
 from shared.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store import forget, store_values
+from shared.store import forget, store_factors, store_values
 from tests.helpers import wait_until
 
 PATH = "/api/get_oeis_name_and_values/A000045"
@@ -110,3 +115,59 @@ def test_document_follows_the_data(client, fake_oeis) -> None:
     assert fake_oeis.bfile_downloads("A000045") == 2
     assert again.get_json() == before.get_json()
     assert again.headers["ETag"] == before.headers["ETag"]  # same data, same tag
+
+
+def test_factor_documents_follow_the_factorizations(app, monkeypatch, settings) -> None:
+    """A complete factors answer is a ready-made document with an ETag; a partial one
+    is never cached; more factorizations or a forget change the answer."""
+    quick = dataclasses.replace(settings, sync_wait=0.2)  # no factor worker runs here
+    monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
+    client = app.test_client()
+    with session_scope() as session:
+        store_values(session, "A000027", BFile(1, [str(n) for n in range(1, 11)]), token=5)
+        store_factors(session, "A000027", 5, [(n, f"[{n},1]") for n in range(1, 6)], token=6)
+    wait_until(lambda: client.get("/api/get_oeis_values/A000027/1").status_code == 200, 10, "api")
+    five = client.get("/api/get_oeis_factors/A000027/5")
+    assert five.get_json()["complete"] is True
+    etag = five.headers["ETag"]
+    again = client.get("/api/get_oeis_factors/A000027/5", headers={"If-None-Match": etag})
+    assert again.status_code == 304  # (gzip: the same send_json as the values answers)
+    partial = client.get("/api/get_oeis_factors/A000027/8")
+    assert partial.get_json()["complete"] is False and "ETag" not in partial.headers
+    assert partial.headers["Cache-Control"] == "no-store"
+    with session_scope() as session:
+        store_factors(session, "A000027", 5, [(n, f"[{n},1]") for n in range(6, 9)], token=7)
+
+    def complete() -> bool:
+        return client.get("/api/get_oeis_factors/A000027/8").get_json()["complete"]
+
+    wait_until(complete, 10, "the API to hear of the new factorizations")
+    eight = client.get("/api/get_oeis_factors/A000027/8")
+    assert eight.get_json()["factors"]["8"] == "[8,1]" and eight.headers["ETag"] != etag
+    with session_scope() as session:
+        forget(session, ["A000027"], current_fence(get_redis("locks")))
+
+    def forgotten() -> bool:
+        response = client.get("/api/get_oeis_factors/A000027/5")
+        return response.headers.get("ETag") != etag
+
+    wait_until(forgotten, 10, "the API to hear of the forget")
+
+
+def test_identical_concurrent_requests_build_the_document_once(client, monkeypatch) -> None:
+    # Values and name stored, so the data does not change under the requests.
+    assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
+    builds = []
+    real = api.routes.read_terms
+
+    def counted(*args):
+        builds.append(args)
+        time.sleep(0.2)  # a slow build, so that the requests overlap
+        return real(*args)
+
+    monkeypatch.setattr(api.routes, "read_terms", counted)
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: client.get("/api/get_oeis_values/A000045/7"), range(20)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.data for a in answers}) == 1
+    assert len(builds) == 1
