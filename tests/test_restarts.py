@@ -5,17 +5,24 @@ read."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+import sympy
+from sqlalchemy import func, select
 
 from shared.db import session_scope
+from shared.lock import lock_key
+from shared.models import Factorization, SequenceValues
 from shared.parsing import BFile
 from shared.store import store_values
+from tests.fake_oeis import FakeOEIS
 from tests.helpers import wait_until
 from tests.services import (
     RedisServer,
@@ -28,7 +35,10 @@ from tests.services import (
 pytestmark = pytest.mark.slow
 
 PROGRAMS = {"api", "worker", "factors", "beat"}
+SEQ = "A910006"  # made up by the fake OEIS: a(n) = 7n, n = 0..999
 HARD = "A654321"  # stored by the test, never downloaded
+# Redis database numbers of the stack's BACKSCOPE_REDIS_URL (shared/config.py).
+RESULTS, LOCKS = 1, 2
 
 
 class Client:
@@ -82,6 +92,98 @@ def start_stack(database: str, tmp_path: Path) -> Iterator:
     yield start
     for stack in stacks:
         stack.stop()
+
+
+def hard_terms(count: int) -> list[str]:
+    """Products of two 190-bit primes: each takes a factor worker its whole budget."""
+    return [
+        str(sympy.nextprime(2**190 + 977 * i) * sympy.nextprime(2**191 + 991 * i))
+        for i in range(count)
+    ]
+
+
+def task_state(redis: RedisServer, task_id: str) -> str | None:
+    raw = redis.client(RESULTS).get(f"celery-task-meta-{task_id}")
+    return json.loads(raw)["status"] if raw else None
+
+
+def lock_fence(redis: RedisServer, kind: str, subject: str) -> int | None:
+    raw = redis.client(LOCKS).get(lock_key(kind, subject))
+    return json.loads(raw)["fence"] if raw else None
+
+
+def stored(seq_id: str) -> tuple[list[str], int] | None:
+    with session_scope() as session:
+        rows = session.execute(
+            select(SequenceValues.terms, SequenceValues.token).where(SequenceValues.id == seq_id)
+        ).all()
+    assert len(rows) <= 1
+    return (list(rows[0][0]), rows[0][1]) if rows else None
+
+
+def test_a_redis_restart_under_a_factoring_and_a_downloading_worker(
+    start_stack, redis_server: RedisServer, fake_oeis: FakeOEIS, settings
+) -> None:
+    """Redis restarted empty while a factor task runs, a download hangs on the OEIS and
+    clients read: no process exits, both workers take new tasks, the download's data is
+    stored once, and the fence keeps growing across the restart."""
+    redis = redis_server
+    stack, client = start_stack(redis, settings.database_url, BACKSCOPE_FACTOR_BUDGET="1")
+    pids = stack.pids()
+
+    # A cached sequence, read from memory.
+    cached = client.get_until_200("/api/get_oeis_name_and_values/A910001")
+    # A factor task that runs for several seconds.
+    with session_scope() as session:
+        store_values(session, HARD, BFile(0, hard_terms(6)), token=1)
+    factoring = client.get(f"/api/get_oeis_factors/{HARD}/0")
+    assert factoring.status_code == 202
+    factor_task = factoring.json()["task"]
+    wait_until(lambda: task_state(redis, factor_task) == "STARTED", 30, "factoring to start")
+    # A download in flight: the OEIS does not answer yet.
+    fake_oeis.hang = True
+    waiting = threading.Thread(target=client.get, args=(f"/api/get_oeis_values/{SEQ}/5",))
+    waiting.start()
+    wait_until(lambda: fake_oeis.bfile_downloads(SEQ) == 1, 30, "the download to start")
+    fence_before = lock_fence(redis, "values", SEQ)
+    assert fence_before is not None
+
+    redis.stop()
+    down = client.get("/api/get_oeis_name_and_values/A910001")
+    assert down.status_code == 200 and down.content == cached.content
+    redis.start()  # empty
+    waiting.join()
+
+    # Asked again, the download starts afresh under a new lock, with a newer fence.
+    assert client.get(f"/api/get_oeis_values/{SEQ}/5").status_code == 202
+    fence_after = lock_fence(redis, "values", SEQ)
+    assert fence_after is not None and fence_after > fence_before
+    # The download worker, still busy with the first, takes it.
+    wait_until(lambda: fake_oeis.bfile_downloads(SEQ) == 2, 60, "the second download")
+    fake_oeis.hang = False
+    values = client.get_until_200(f"/api/get_oeis_values/{SEQ}/5").json()["values"]
+    assert values == {"0": "0", "1": "7", "2": "14", "3": "21", "4": "28"}
+    # Both downloads end; the data is stored once, under the newer fence (or a newer
+    # one still, had the lock expired before the worker took the task).
+    wait_until(lambda: lock_fence(redis, "values", SEQ) is None, 30, "the lock's release")
+    terms, token = stored(SEQ)
+    assert terms == [str(7 * n) for n in range(1000)] and token >= fence_after
+
+    # The factor task that ran across the restart finishes, and both workers take new work.
+    wait_until(lambda: task_state(redis, factor_task) == "SUCCESS", 60, "the factor task")
+    with session_scope() as session:
+        factored = session.scalar(
+            select(func.count()).select_from(Factorization).where(Factorization.id == HARD)
+        )
+    assert factored == 6
+    client.get_until_200("/api/get_oeis_name_and_values/A910002")
+    factors = client.get_until_200(f"/api/get_oeis_factors/{SEQ}/10").json()["factors"]
+    assert factors["3"] == "[3,1;7,1]"  # a(3) = 21
+
+    output = stack.output()
+    assert "Unrecoverable error" not in output
+    assert stack.exits() == []
+    assert stack.pids() == pids and all(process_alive(pid) for pid in pids.values())
 
 
 def test_a_process_that_exits_is_started_again_and_the_others_keep_running(
