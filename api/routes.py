@@ -18,7 +18,7 @@ from api.errors import BadRequest, error
 from api.jobs import obtain, schedule
 from api.responses import documents, send_json
 from shared.config import get_settings
-from shared.db import listen_connection, session_scope
+from shared.db import UNREACHABLE, listen_connection, session_scope
 from shared.errors import NotFound
 from shared.ids import normalize_id
 from shared.queue import app as celery
@@ -50,8 +50,9 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_TERM = 200
 _COUNT = re.compile(r"[0-9]{1,9}")
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-# What is cached per sequence, kept in memory until the database reports a change.
-cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection)
+# What is cached per sequence, kept in memory until the database reports a change, and
+# served from memory while the database cannot be reached (shared/readcache.py).
+cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection, UNREACHABLE)
 TASK_STATES = {
     "PENDING": "pending",
     "RECEIVED": "pending",

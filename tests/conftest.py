@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_oeis import FakeOEIS
-from tests.services import RedisServer
+from tests.services import PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
@@ -280,3 +280,11 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, to stop and start again."""
+    server = PostgresServer()
+    yield server
+    server.destroy()

@@ -1,5 +1,5 @@
-"""Servers a test starts for itself so that it can stop and restart them: a redis-server
-and the whole stack as `make run` runs it (supervisord.conf).
+"""Servers a test starts for itself so that it can stop and restart them: a redis-server,
+a PostgreSQL cluster, and the whole stack as `make run` runs it (supervisord.conf).
 
 Each listens on a free port of 127.0.0.1 and is stopped by the test that started it;
 the machine's own PostgreSQL and Redis are never touched.
@@ -8,6 +8,7 @@ the machine's own PostgreSQL and Redis are never touched.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,57 @@ class RedisServer:
 
     def client(self, db: int) -> redis.Redis:
         return redis.Redis(port=self.port, db=db, socket_connect_timeout=2, socket_timeout=5)
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default="")
+    if not found:
+        pytest.skip(f"PostgreSQL's {name} is not installed")
+    return found
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of its own (initdb), user root with trust auth, no fsync.
+
+    PostgreSQL refuses to run as root: when the tests do, the cluster belongs to the
+    `postgres` user instead.
+    """
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="backscope-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+        self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "root", "--auth=trust")
+        self.start()
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self._as_owner, *command], check=True, capture_output=True, timeout=120)
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", *args)
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off"
+        )
+        self._pg_ctl("-l", str(self.directory / "log"), "-o", options, "start")
+
+    def stop(self) -> None:
+        """Stop abruptly, as a crash or a killed container would (no checkpoint)."""
+        self._pg_ctl("-m", "immediate", "stop")
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://root@127.0.0.1:{self.port}/{database}"
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 _SPAWNED = re.compile(r"spawned: '(\w+)' with pid (\d+)")

@@ -12,19 +12,24 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 import requests
 import sympy
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
+from shared import database_admin
 from shared.db import session_scope
-from shared.lock import lock_key
+from shared.lock import FENCE_KEY, lock_key
 from shared.models import Factorization, SequenceValues
 from shared.parsing import BFile
 from shared.store import store_values
 from tests.fake_oeis import FakeOEIS
 from tests.helpers import wait_until
 from tests.services import (
+    PostgresServer,
     RedisServer,
     Stack,
     free_port,
@@ -212,3 +217,127 @@ def test_a_process_that_exits_is_started_again_and_the_others_keep_running(
     running = list(stack.pids().values())
     assert stack.stop() == 0
     wait_gone(running)
+
+
+def listening(postgres: PostgresServer) -> bool:
+    """Whether the API's read cache listens for changes on `postgres` again."""
+    try:
+        connection = psycopg2.connect(postgres.url("postgres").replace("+psycopg2", ""))
+    except psycopg2.OperationalError:
+        return False
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'backscope-api-listener'"
+            )
+            return cursor.fetchone()[0] > 0
+    finally:
+        connection.close()
+
+
+def replace_values(
+    postgres: PostgresServer, redis: RedisServer, seq_id: str, terms: list[str]
+) -> None:
+    """Store new values for `seq_id` as a worker would, under a fence newer than any."""
+    engine = create_engine(postgres.url("backscope"), poolclass=NullPool)
+    try:
+        with Session(engine) as session, session.begin():
+            fence = int(redis.client(LOCKS).get(FENCE_KEY) or 0) + 1
+            assert store_values(session, seq_id, BFile(0, terms), token=fence)
+    finally:
+        engine.dispose()
+
+
+def stored_in(url: str, seq_id: str) -> list[str] | None:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with Session(engine) as session:
+            row = session.get(SequenceValues, seq_id)
+            return None if row is None else list(row.terms)
+    finally:
+        engine.dispose()
+
+
+def test_cached_reads_go_on_through_a_database_outage(
+    start_stack, redis_server: RedisServer, postgres_server: PostgresServer, fake_oeis: FakeOEIS
+) -> None:
+    """PostgreSQL stopped abruptly, then started again: what the API holds in memory is
+    answered throughout, the rest is 503 with Retry-After, a change made while the API
+    was not listening is not missed, and a download in flight is stored once it can."""
+    url = postgres_server.url("backscope")
+    database_admin.create_database(url)
+    database_admin.upgrade(url)
+    # Factoring stays quick, so that no write is still going on when the database stops;
+    # a download retries for long enough to outlast the outage.
+    stack, client = start_stack(
+        redis_server,
+        url,
+        BACKSCOPE_FACTOR_MAX_BITS="64",
+        BACKSCOPE_OEIS_MAX_ATTEMPTS="6",
+        BACKSCOPE_OEIS_BACKOFF="1",
+    )
+    pids = stack.pids()
+    client.get_until_200("/api/get_oeis_name_and_values/A910001")
+    client.get_until_200("/api/get_oeis_values/A910002/10")
+    wait_until(lambda: not redis_server.client(LOCKS).keys("backscope:lock:*"), 60, "idle")
+    wait_until(lambda: listening(postgres_server), 30, "the API to listen")
+    # Read while listening: kept in memory from now on.
+    named = client.get_until_200("/api/get_oeis_name_and_values/A910001")
+    ten = client.get_until_200("/api/get_oeis_values/A910002/10")
+
+    # A download in flight: it reaches the database only once that is down.
+    fake_oeis.hang = True
+    assert client.get("/api/get_oeis_values/A910004/10").status_code == 202
+    wait_until(lambda: fake_oeis.bfile_downloads("A910004") == 1, 30, "the download")
+
+    postgres_server.stop()
+    fake_oeis.hang = False
+    wait_until(lambda: "readcache.not_listening" in stack.output(), 30, "the API to notice")
+    for _ in range(20):
+        for before, path in (
+            (named, "/api/get_oeis_name_and_values/A910001"),
+            (ten, "/api/get_oeis_values/A910002/10"),
+        ):
+            during = client.get(path)
+            assert during.status_code == 200, during.text
+            assert during.content == before.content
+            assert during.headers["ETag"] == before.headers["ETag"]
+            assert client.get(path, **{"If-None-Match": before.headers["ETag"]}).status_code == 304
+    for path in (
+        "/api/get_oeis_values/A910003/10",  # never read
+        "/api/get_oeis_values/A910002/7",  # its lookup is in memory, this answer is not
+        "/api/health",
+    ):
+        refused = client.get(path)
+        assert refused.status_code == 503, path
+        assert refused.headers["Retry-After"]
+
+    postgres_server.start()
+    # A change made as soon as the database is back, likely before the API listens
+    # again (tests/test_readcache.py makes sure of that), is answered at once ...
+    replace_values(postgres_server, redis_server, "A910002", ["0", "3", "6"])
+    assert client.get("/api/get_oeis_values/A910002/10").json()["values"] == {
+        "0": "0",
+        "1": "3",
+        "2": "6",
+    }
+    # ... and after the API listens again; so is a change made after that.
+    wait_until(lambda: listening(postgres_server), 30, "the API to listen again")
+    assert client.get("/api/get_oeis_values/A910002/10").json()["values"]["2"] == "6"
+    assert client.get("/api/get_oeis_name_and_values/A910001").content == named.content
+    replace_values(postgres_server, redis_server, "A910001", ["1"])
+    wait_until(
+        lambda: client.get("/api/get_oeis_values/A910001/0").json()["values"] == {"0": "1"},
+        10,
+        "the change to be heard",
+    )
+    # The download retried until it could store its data, with nobody asking again.
+    wait_until(lambda: stored_in(url, "A910004") is not None, 60, "the download to be stored")
+    assert stored_in(url, "A910004") == [str(5 * n) for n in range(1000)]
+    assert client.get("/api/get_oeis_values/A910004/3").json()["values"] == {
+        "0": "0",
+        "1": "5",
+        "2": "10",
+    }
+    assert stack.exits() == [] and stack.pids() == pids
