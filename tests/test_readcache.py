@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import psycopg2
 import pytest
@@ -176,7 +177,7 @@ def test_not_trusted_while_the_connection_is_lost(cache) -> None:
 
 class Outage:
     """A PostgreSQL cluster of the test's own, a ReadCache reading it, and a switch that
-    keeps the cache from listening again (as if its next attempt were still to come)."""
+    holds the cache's next attempt to listen again (as if it were still to come)."""
 
     def __init__(self, server) -> None:
         self.server = server
@@ -198,8 +199,7 @@ class Outage:
         return None if terms is None else ",".join(terms)
 
     def connect(self):
-        if not self.may_listen.is_set():
-            raise psycopg2.OperationalError("the test keeps the cache from listening")
+        self.may_listen.wait()
         connection = psycopg2.connect(
             host="127.0.0.1", port=self.server.port, user="root", dbname="backscope"
         )
@@ -211,16 +211,23 @@ class Outage:
             store_values(session, seq_id, BFile(0, terms), token=token())
 
     def close(self) -> None:
+        """Dispose of the engines; the listening thread waits for good at its next try."""
+        self.may_listen.clear()
         self.engine.dispose()
         self.writer.dispose()
 
 
+@pytest.fixture
+def outage(postgres_server) -> Iterator[Outage]:
+    outage = Outage(postgres_server)
+    yield outage
+    outage.close()
+
+
 def test_held_answers_serve_while_the_database_is_down_and_never_after_a_change(
-    postgres_server,
+    outage: Outage,
 ) -> None:
-    database = postgres_server
-    outage = Outage(database)
-    reads = outage.reads
+    database, reads = outage.server, outage.reads
     for seq_id, terms in (("A000045", "0,1"), ("A000040", "2,3"), ("A000142", "1,1,2")):
         outage.store(seq_id, terms.split(","))
     reads.get("A000045")
@@ -257,7 +264,6 @@ def test_held_answers_serve_while_the_database_is_down_and_never_after_a_change(
     outage.may_listen.set()
     wait_until(lambda: reads.live, 10, "the cache to listen again")
     assert reads.get("A000142") == "1,1,2,6"
-    outage.close()
 
 
 def test_not_used_while_the_database_sends_no_notifications(database) -> None:
