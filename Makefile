@@ -28,8 +28,9 @@ install: $(VENV)/.installed ## Create .venv with pinned dependencies from pyproj
 migrate: install ## Create the database if missing and apply the committed migrations
 	$(BIN)/backscope migrate
 
+# supervisord starts again any process that exits (supervisord.conf); Ctrl-C stops all.
 run: migrate ## Run API (gunicorn) + download and factor workers + beat; Ctrl-C stops all
-	$(RUN) honcho start -f Procfile
+	$(RUN) supervisord -c supervisord.conf
 
 api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
 	$(RUN) gunicorn --config python:api.gunicorn_conf 'api:create_app()'
@@ -72,7 +73,7 @@ BENCH_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/ba
 .PHONY: bench bench-stack
 bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctrl-C stops it)
 	$(BENCH_ENV) $(BIN)/backscope migrate
-	$(BENCH_ENV) $(RUN) honcho start -f Procfile.demo
+	$(BENCH_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
 bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
 	$(BENCH_ENV) $(BIN)/backscope forget A999999 A000521 >/dev/null  # so their ingests are measured
@@ -80,7 +81,7 @@ bench: install ## Print the performance table for a running bench-stack (BENCH_U
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate
-	$(DEMO_ENV) $(RUN) honcho start -f Procfile.demo
+	$(DEMO_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
 # Maintenance (docs/maintenance.md). In production (BACKSCOPE_ENV=production) the
 # destructive ones ask for the database name, or need CONFIRM=yes (passes --yes).

@@ -6,12 +6,11 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from api.jobs import Pending, TaskFailed
 from shared.client_budget import OverBudget
+from shared.db import UNREACHABLE
 from shared.errors import BackscopeError, UpstreamUnavailable
 from shared.ids import InvalidId, normalize_id
 
@@ -65,11 +64,12 @@ def register_errors(app: Flask) -> None:
         response.headers["Retry-After"] = str(RETRY_PENDING)
         return response
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(PoolTimeout)
     def database_down(exc: Exception) -> Response:
         log.error("api.database_unavailable", extra={"error": str(exc).splitlines()[0]})
         return error("the database is unavailable right now", 503, RETRY_UNAVAILABLE)
+
+    for unreachable in UNREACHABLE:
+        app.register_error_handler(unreachable, database_down)
 
     @app.errorhandler(RedisError)
     def redis_down(exc: RedisError) -> Response:

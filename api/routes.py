@@ -22,7 +22,7 @@ from api.errors import BadRequest, error
 from api.jobs import obtain, schedule
 from api.responses import documents, send_json
 from shared.config import get_settings
-from shared.db import listen_connection, session_scope
+from shared.db import UNREACHABLE, listen_connection, session_scope
 from shared.errors import NotFound, UpstreamUnavailable
 from shared.ids import normalize_id
 from shared.queue import app as celery
@@ -67,13 +67,18 @@ CHUNK_SIZE = 1024
 _CHUNK = re.compile(r"-?[0-9]{1,18}")
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 R = TypeVar("R", Response, Response | None)
-# What is cached per sequence, kept in memory until the database reports a change.
-cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection)
+# What is cached per sequence, kept in memory until the database reports a change, and
+# served from memory while the database cannot be reached (shared/readcache.py).
+cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection, UNREACHABLE)
 # The metadata and search answers, kept the same way. (Each cache listens on its own
 # connection: three per API process.)
-metadata_reads: ReadCache[Document] = ReadCache(read_metadata_document, listen_connection)
+metadata_reads: ReadCache[Document] = ReadCache(
+    read_metadata_document, listen_connection, UNREACHABLE
+)
 search_reads: ReadCache[Document] = ReadCache(
-    lambda key: read_search_document(key, get_settings().search_ttl), listen_connection
+    lambda key: read_search_document(key, get_settings().search_ttl),
+    listen_connection,
+    UNREACHABLE,
 )
 TASK_STATES = {
     "PENDING": "pending",

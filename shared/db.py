@@ -8,9 +8,15 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
+
+# What a query raises when the database cannot be reached (or no pooled connection
+# frees up in time): the API answers 503 (api/errors.py).
+UNREACHABLE: tuple[type[Exception], ...] = (OperationalError, PoolTimeout)
 
 
 @cache

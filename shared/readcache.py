@@ -7,12 +7,16 @@ every change sends NOTIFY backscope_changes with the sequence id (alembic migrat
 0004; '*' when tables are truncated), and a thread in each process LISTENs for them on
 a connection of its own.
 
-The cache is used only while that connection is listening and the triggers that send
-the notifications exist (a database not yet migrated to 0004 has none). When it is
-lost, the cache is emptied and lookups go to the database until a new connection
-listens again, so a change cannot be missed. After a change commits, a process may
-serve the old answer until the notification arrives: well under a millisecond on one
-machine.
+The cache is trusted only while that connection is listening and the triggers that
+send the notifications exist (a database not yet migrated to 0004 has none). When the
+connection is lost, changes may go unheard, so every lookup goes to the database
+again; what is held is kept but serves only when the database cannot be reached at
+all (nothing can change there then, so it is still exact), and a lookup that the
+database answers replaces nothing and drops what was held for its key. Nothing new is
+kept. When a new connection listens again, everything held is dropped before the cache
+is trusted again: a change made between losing and regaining the connection was never
+heard. After a change commits, a process may serve the old answer until the
+notification arrives: well under a millisecond on one machine.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ EVERYTHING = "*"
 TRIGGERS = ("sequences_changed", "sequence_values_changed", "factorizations_changed")
 # Idle this long, the listening connection is checked with a query (a dead one raises).
 HEARTBEAT_SECONDS = 5.0
-RETRY_SECONDS = (0.5, 30.0)  # first and largest wait before connecting again
+# First and largest wait before connecting again: the cache is not trusted meanwhile,
+# so the wait stays short.
+RETRY_SECONDS = (0.5, 5.0)
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +65,20 @@ class ReadCache(Generic[T]):
     """`load(key)` results kept per key until a change notification names the key.
 
     Nothing is kept for a key whose `load` returned None. At most `max_entries` are kept
-    (the oldest go first).
+    (the oldest go first). `unreachable` are the errors with which `load` says that the
+    database cannot be reached: then what is held for the key is served, if anything.
     """
 
     def __init__(
         self,
         load: Callable[[str], T | None],
         connect: Callable[[], Any],
+        unreachable: tuple[type[Exception], ...] = (),
         max_entries: int = 100_000,
     ) -> None:
         self._load = load
         self._connect = connect
+        self._unreachable = unreachable
         self._max_entries = max_entries
         self._entries: dict[str, T] = {}
         self._lock = threading.Lock()
@@ -83,23 +92,38 @@ class ReadCache(Generic[T]):
 
     @property
     def live(self) -> bool:
-        """Whether the listening connection is up (and so the cache in use)."""
+        """Whether the listening connection is up (and so the cache trusted)."""
         return self._live
 
     def get(self, key: str) -> T | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            return entry
+        if self._live:
+            entry = self._entries.get(key)
+            if entry is not None:
+                return entry
         self._start_listening()
         with self._lock:
             generation, live = self._generation, self._live
-        found = self._load(key)
-        if found is not None and live:
-            with self._lock:
-                if self._generation == generation:
-                    if len(self._entries) >= self._max_entries:
-                        del self._entries[next(iter(self._entries))]
-                    self._entries[key] = found
+        try:
+            found = self._load(key)
+        except self._unreachable:
+            held = self._entries.get(key)
+            if held is None:
+                raise
+            try:
+                # The first try may have used a connection that died with the old server
+                # while a new one answers (and changes may have been made there): only
+                # a fresh connection failing shows that the database is out of reach.
+                found = self._load(key)
+            except self._unreachable:
+                return held
+        with self._lock:
+            if not self._live:
+                # What is held may be older than what was just read: serve it no more.
+                self._entries.pop(key, None)
+            elif found is not None and live and self._generation == generation:
+                if len(self._entries) >= self._max_entries:
+                    del self._entries[next(iter(self._entries))]
+                self._entries[key] = found
         return found
 
     def changed(self, key: str) -> None:
@@ -112,10 +136,13 @@ class ReadCache(Generic[T]):
                 self._entries.pop(key, None)
 
     def _set_live(self, live: bool) -> None:
+        """Going live, drop everything: what changed while nobody listened went unheard.
+        Losing the connection, keep it for when the database cannot be reached."""
         with self._lock:
             self._generation += 1
             self._live = live
-            self._entries.clear()
+            if live:
+                self._entries.clear()
 
     def _forget_after_fork(self) -> None:
         # The listening thread does not exist in a forked child.

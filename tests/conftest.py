@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_oeis import FakeOEIS
+from tests.services import PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
@@ -272,3 +273,19 @@ def workers(database: str, tmp_path: Path) -> Iterator:
         process.stop()
     for host in others:
         celery.control.add_consumer(DOWNLOADS_QUEUE, destination=[host], reply=True)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop and start again."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, to stop and start again."""
+    server = PostgresServer()
+    yield server
+    server.destroy()

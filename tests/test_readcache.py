@@ -3,11 +3,18 @@ database: kept until PostgreSQL reports a change, never used while it cannot lis
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 
+import psycopg2
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
+from shared import database_admin
 from shared.db import listen_connection, session_scope
 from shared.lock import current_fence
 from shared.parsing import BFile, Entry
@@ -141,7 +148,7 @@ def test_a_lookup_overtaken_by_a_change_is_not_kept(database) -> None:
     assert reads.get("A000045").term_count == 3  # ... but not kept
 
 
-def test_not_used_while_the_connection_is_lost(cache) -> None:
+def test_not_trusted_while_the_connection_is_lost(cache) -> None:
     reads, load = cache
     reads.write(values("A000045", ["0", "1"]))
     reads.get("A000045")
@@ -166,6 +173,97 @@ def test_not_used_while_the_connection_is_lost(cache) -> None:
     calls = load.calls
     assert reads.get("A000045").term_count == 3
     assert load.calls == calls
+
+
+class Outage:
+    """A PostgreSQL cluster of the test's own, a ReadCache reading it, and a switch that
+    holds the cache's next attempt to listen again (as if it were still to come)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        url = server.url("backscope")
+        database_admin.create_database(url)
+        database_admin.upgrade(url)
+        self.engine = create_engine(url, connect_args={"connect_timeout": 2})
+        self.writer = create_engine(url, poolclass=NullPool)  # as a worker would write
+        self.may_listen = threading.Event()
+        self.may_listen.set()
+        self.reads: ReadCache[str] = ReadCache(self.load, self.connect, (OperationalError,))
+
+    def load(self, seq_id: str) -> str | None:
+        """The terms, as one string: what the cache keeps."""
+        with self.engine.connect() as connection:
+            terms = connection.scalar(
+                text("SELECT terms FROM sequence_values WHERE id = :id"), {"id": seq_id}
+            )
+        return None if terms is None else ",".join(terms)
+
+    def connect(self):
+        self.may_listen.wait()
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.server.port, user="root", dbname="backscope"
+        )
+        connection.autocommit = True
+        return connection
+
+    def store(self, seq_id: str, terms: list[str]) -> None:
+        with Session(self.writer) as session, session.begin():
+            store_values(session, seq_id, BFile(0, terms), token=token())
+
+    def close(self) -> None:
+        """Dispose of the engines; the listening thread waits for good at its next try."""
+        self.may_listen.clear()
+        self.engine.dispose()
+        self.writer.dispose()
+
+
+@pytest.fixture
+def outage(postgres_server) -> Iterator[Outage]:
+    outage = Outage(postgres_server)
+    yield outage
+    outage.close()
+
+
+def test_held_answers_serve_while_the_database_is_down_and_never_after_a_change(
+    outage: Outage,
+) -> None:
+    database, reads = outage.server, outage.reads
+    for seq_id, terms in (("A000045", "0,1"), ("A000040", "2,3"), ("A000142", "1,1,2")):
+        outage.store(seq_id, terms.split(","))
+    reads.get("A000045")
+    wait_until(lambda: reads.live, 10, "the cache to listen")
+    for seq_id, terms in (("A000045", "0,1"), ("A000040", "2,3"), ("A000142", "1,1,2")):
+        assert reads.get(seq_id) == terms  # kept from now on
+
+    outage.may_listen.clear()
+    database.stop()
+    wait_until(lambda: not reads.live, 10, "the loss to be noticed")
+    # Nothing can change: what is held is still exact.
+    assert reads.get("A000045") == "0,1"
+    with pytest.raises(OperationalError):
+        reads.get("A000001")  # not held
+
+    # Back, not listening yet: changes are not heard, so the database answers ...
+    database.start()
+    outage.store("A000045", ["0", "1", "1"])
+    assert reads.get("A000045") == "0,1,1"
+    # ... also when the connection the cache last used died with the old server.
+    database.stop()
+    database.start()
+    outage.store("A000040", ["2", "3", "5"])
+    assert reads.get("A000040") == "2,3,5"
+    # Those answers are not kept, and the old ones are dropped.
+    database.stop()
+    for seq_id in ("A000045", "A000040"):
+        with pytest.raises(OperationalError):
+            reads.get(seq_id)
+
+    # A change made before the cache listens again is not missed when it does.
+    database.start()
+    outage.store("A000142", ["1", "1", "2", "6"])
+    outage.may_listen.set()
+    wait_until(lambda: reads.live, 10, "the cache to listen again")
+    assert reads.get("A000142") == "1,1,2,6"
 
 
 def test_not_used_while_the_database_sends_no_notifications(database) -> None:

@@ -25,6 +25,12 @@ app.conf.include = [
     "worker.tasks.maintenance",
     "worker.tasks.purge",
 ]
+# kombu's Redis transport, fixed so that a busy worker survives a Redis restart.
+app.conf.broker_transport = "worker.broker:Transport"
+# A task running when the broker connection is lost goes on. Cancelling it (Celery's
+# future default) would waste its work: with Redis its message is not delivered again
+# until the visibility timeout, and not at all if Redis restarted empty.
+app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
 
 
 class _TaskContext(logging.Filter):

@@ -1,7 +1,7 @@
 """The factor task: factor a stored sequence's terms, on its own queue.
 
 It runs on the `factors` queue (shared/queue.py routes it there), served by its own
-workers (`make factor-worker`, or the `factors` line of the Procfile), so CPU-bound
+workers (`make factor-worker`, or the `factors` program of supervisord.conf), so CPU-bound
 factoring never delays a download. It runs at a lower CPU priority
 (BACKSCOPE_FACTOR_NICE), so on a small machine it also yields to the API and PostgreSQL.
 It locks its unit of work like the downloads do and calls shared.factor_batches.

@@ -11,6 +11,7 @@ from celery import Task
 from redis.exceptions import LockError
 
 from shared.config import get_settings
+from shared.db import UNREACHABLE
 from shared.errors import UpstreamBadData, UpstreamUnavailable
 from shared.lock import WorkLock
 from shared.logs import log_context
@@ -77,7 +78,12 @@ def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str,
     try:
         _count_delivery(task)
         with lock.renewing():
-            outcome = body(lock.fence or 0)
+            try:
+                outcome = body(lock.fence or 0)
+            except UNREACHABLE as exc:
+                # PostgreSQL is down or restarting: like an OEIS outage, try again later
+                # rather than fail the clients waiting on this task.
+                raise UpstreamUnavailable("the database is unavailable right now") from exc
         log.info("task.done", extra={"outcome": outcome})
         return {"outcome": outcome}
     except UpstreamUnavailable as exc:
