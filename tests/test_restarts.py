@@ -117,6 +117,12 @@ def lock_fence(redis: RedisServer, kind: str, subject: str) -> int | None:
     return json.loads(raw)["fence"] if raw else None
 
 
+def lock_owner(redis: RedisServer, kind: str, subject: str) -> str:
+    raw = redis.client(LOCKS).get(lock_key(kind, subject))
+    assert raw, f"no {kind} lock for {subject}"
+    return json.loads(raw)["owner"]
+
+
 def stored(seq_id: str) -> tuple[list[str], int] | None:
     with session_scope() as session:
         rows = session.execute(
@@ -142,8 +148,8 @@ def test_a_redis_restart_under_a_factoring_and_a_downloading_worker(
     with session_scope() as session:
         store_values(session, HARD, BFile(0, hard_terms(6)), token=1)
     factoring = client.get(f"/api/get_oeis_factors/{HARD}/0")
-    assert factoring.status_code == 202
-    factor_task = factoring.json()["task"]
+    assert factoring.status_code == 200 and factoring.json()["complete"] is False
+    factor_task = lock_owner(redis, "factors", HARD)
     wait_until(lambda: task_state(redis, factor_task) == "STARTED", 30, "factoring to start")
     # A download in flight: the OEIS does not answer yet.
     fake_oeis.hang = True
@@ -210,7 +216,9 @@ def test_a_process_that_exits_is_started_again_and_the_others_keep_running(
     # The new factor worker takes work.
     with session_scope() as session:
         store_values(session, HARD, BFile(0, ["4", "6", "8"]), token=1)
-    factors = client.get_until_200(f"/api/get_oeis_factors/{HARD}/0").json()["factors"]
+    path = f"/api/get_oeis_factors/{HARD}/0"
+    wait_until(lambda: client.get_until_200(path).json()["complete"], 60, "the factors")
+    factors = client.get(path).json()["factors"]
     assert factors == {"0": "[2,2]", "1": "[2,1;3,1]", "2": "[2,3]"}
 
     # Ctrl-C stops everything, and only that.
