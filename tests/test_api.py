@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,10 +13,12 @@ import api.jobs
 from api.routes import cached_reads
 from shared import queue
 from shared.db import session_scope
+from shared.errors import UpstreamUnavailable
 from shared.lock import lock_key, read_lock
 from shared.models import Sequence, SequenceValues
 from shared.readcache import EVERYTHING
 from shared.redis_db import get_redis
+from shared.work import values_work
 
 FIB = [0, 1]
 while len(FIB) < 1001:
@@ -308,3 +311,26 @@ def test_work_in_flight_is_not_asked_for_again_at_once(client) -> None:
     api.jobs.scheduled_recently.clear()
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     assert read_lock(locks, factoring) is not None
+
+
+@pytest.mark.redis
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")  # Celery's
+def test_a_task_that_finishes_as_its_lock_is_checked_is_not_abandoned(monkeypatch) -> None:
+    """A task releases its lock a moment before its result is stored. A waiter that looks
+    in that moment must not take the task for dead and start the work again (a second
+    download, say, from an OEIS that has just throttled the first)."""
+    task_id, work = "finishing-task", values_work("A000027")
+    results = queue.app.backend
+    results.store_result(task_id, None, "STARTED")
+    looks: list[bool] = []
+
+    def abandoned(work, task_id: str) -> bool:
+        looks.append(real(work, task_id))  # its lock is gone already ...
+        results.mark_as_failure(task_id, UpstreamUnavailable("throttled"))  # ... it just ended
+        return looks[-1]
+
+    real = api.jobs._abandoned
+    monkeypatch.setattr(api.jobs, "_abandoned", abandoned)
+    with pytest.raises(UpstreamUnavailable, match="throttled"):
+        api.jobs.wait({task_id: work}, time.monotonic() + 60)
+    assert looks == [True]
