@@ -128,11 +128,13 @@ def wait(
     Polls the result backend: cheap (one GET per task per poll), safe in threads, and the
     first polls come quickly so a fast download answers fast. About once a second it also
     checks that each task still holds its lock, so a crashed download is noticed within
-    one lock TTL (or one purge) rather than after the whole wait, and calls `ready`.
+    one lock TTL (or one purge) and a second rather than after the whole wait, and calls
+    `ready`.
     """
     pending = {tid: AsyncResult(tid, app=celery) for tid in tasks}
     delay = 0.005
     next_lock_check = time.monotonic() + LOCK_CHECK_INTERVAL
+    suspects: set[str] = set()
     try:
         while pending:
             for tid, result in list(pending.items()):
@@ -146,8 +148,12 @@ def wait(
                 return list(pending)
             if now >= next_lock_check:
                 next_lock_check = now + LOCK_CHECK_INTERVAL
-                if any(_abandoned(tasks[tid], tid) for tid in pending):
+                # A task releases its lock a moment before its result is stored, so a
+                # task without its lock is abandoned only if still unfinished a check later.
+                lost = {tid for tid in pending if _abandoned(tasks[tid], tid)}
+                if lost & suspects:
                     return []  # the caller reads again, then starts the work afresh
+                suspects = lost
                 if ready is not None and ready():
                     return []  # stored before the task finished: the caller reads it
             time.sleep(min(delay, deadline - now))

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from tests.fake_oeis import FakeOEIS
@@ -67,7 +68,7 @@ os.environ.update(
         "BACKSCOPE_DATABASE_URL": f"{SERVER_URL}/{DB_NAME}",
         "BACKSCOPE_REDIS_URL": f"redis://{REDIS_ADDRESS}/{TEST_REDIS_DB}",
         "BACKSCOPE_OEIS_URL": _fake.url,
-        "BACKSCOPE_SYNC_WAIT": "10",
+        "BACKSCOPE_SYNC_WAIT": "30",  # ample for a download on a busy machine: 200, not 202
         "BACKSCOPE_LOCK_TTL": "10",
         "BACKSCOPE_OEIS_RATE": "1000",
         "BACKSCOPE_OEIS_BACKOFF": "0.2",
@@ -76,6 +77,24 @@ os.environ.update(
     }
 )
 
+
+def application_name(name: str) -> str:
+    """The application_name that this session's connections named `name` carry."""
+    return f"{name} {DB_NAME}"
+
+
+def _connect_tagged(*args, _connect=psycopg2.connect, **kwargs):
+    """psycopg2.connect, adding this session's database name to the application_name the
+    code gives its connections ("backscope-api", ...). Tests that end connections pick
+    them by database and name; a test run of an older version, which picked them by
+    name alone, ended every run's connections on the server, and so must not find ours."""
+    if "application_name" in kwargs:
+        kwargs["application_name"] = application_name(kwargs["application_name"])
+    return _connect(*args, **kwargs)
+
+
+psycopg2.connect = _connect_tagged
+
 from sqlalchemy import text  # noqa: E402
 
 from shared import database_admin  # noqa: E402
@@ -83,6 +102,7 @@ from shared.config import get_settings  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402
 from shared.models import Base  # noqa: E402
 from shared.redis_db import get_redis  # noqa: E402
+from tests.helpers import busy_locks, control, ping  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -132,22 +152,20 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
     fake_oeis.reset()
 
 
-def _wait_for_idle(timeout: float = 20) -> None:
+def _wait_for_idle(timeout: float = 60) -> None:
     """Let work a test started in the background (e.g. metadata) finish before the next test.
 
     Not factoring: every download schedules it, but only tests that start a factor worker
     run it (tests/test_factors.py); elsewhere its lock would just sit out its TTL.
     """
-    from shared.lock import list_locks, lock_key
-
-    factors = lock_key("factors", "")
-
-    def busy() -> bool:
-        return any(not info.key.startswith(factors) for info in list_locks(get_redis("locks")))
-
     deadline = time.monotonic() + timeout
-    while busy() and time.monotonic() < deadline:
+    while busy_locks() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+# The worker processes this test session has started and not stopped yet. Only they can
+# take this session's tasks: the broker is this session's own redis-server.
+_running: list[WorkerProcess] = []
 
 
 class WorkerProcess:
@@ -162,6 +180,7 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = f"{name}@{uuid.uuid4().hex[:6]}"
+        self.queues = queues.split(",")
         self.log_path = log_path
         self.log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
@@ -189,31 +208,45 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _running.append(self)
 
-    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
-        from shared.queue import app
+    def wait_ready(self, timeout: float = 120) -> WorkerProcess:
+        """Return once the worker consumes its queues and answers remote control.
 
+        Readiness is its own log line ("<name> ready.", logged once it consumes); then a
+        ping, bounded by a thread (tests/helpers.py), because a ping once stayed blocked
+        for ever in kombu's reply collection although it has a timeout of its own.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        ready = f"{self.name} ready."
+        while ready not in self.output() or not ping(self.name):
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-2000:]}")
-            replies = app.control.ping(destination=[self.name], timeout=0.5)
-            if replies:
-                return self
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"worker exited: {self.output()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready: {self.output()[-2000:]}")
+            time.sleep(0.05)
+        return self
 
     def signal(self, sig: int) -> None:
         os.killpg(self.process.pid, sig)
 
     def stop(self) -> None:
+        """Warm shutdown: SIGTERM to the main process only, which lets the tasks running
+        finish. (SIGTERM to the pool processes would kill them mid-task while the main
+        process lives on, and it would deliver their tasks again, to the next test's
+        workers.) If that takes more than 10 s, SIGKILL for them all: a dead main
+        process delivers nothing again."""
         if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
+            self.process.terminate()
             try:
-                self.process.wait(15)
+                self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.process.wait(5)
+                with contextlib.suppress(ProcessLookupError):
+                    self.signal(signal.SIGKILL)
+                self.process.wait(10)
         self.log.close()
+        if self in _running:
+            _running.remove(self)
 
     def output(self) -> str:
         self.log.flush()
@@ -250,15 +283,15 @@ def settings():
 
 
 @pytest.fixture
-def workers(database: str, tmp_path: Path) -> Iterator:
+def workers(database: str, fake_oeis: FakeOEIS, tmp_path: Path) -> Iterator:
     """Start this test's own workers; the session worker stops taking downloads meanwhile,
     so the test knows which process runs each task."""
     from shared.queue import app as celery
     from shared.work import DOWNLOADS_QUEUE
 
-    others = [host for reply in celery.control.ping(timeout=0.5) or [] for host in reply]
-    for host in others:
-        celery.control.cancel_consumer(DOWNLOADS_QUEUE, destination=[host], reply=True)
+    others = [process for process in _running if DOWNLOADS_QUEUE in process.queues]
+    for process in others:
+        control(process.name, "cancel_consumer", queue=DOWNLOADS_QUEUE)
     started: list[WorkerProcess] = []
 
     def start(name: str, **options) -> WorkerProcess:
@@ -267,12 +300,28 @@ def workers(database: str, tmp_path: Path) -> Iterator:
         return process.wait_ready()
 
     yield start
+    fake_oeis.reset()  # a download the test left hanging must not hold up a warm shutdown
     for process in started:
         with contextlib.suppress(ProcessLookupError):
             process.signal(signal.SIGCONT)
         process.stop()
-    for host in others:
-        celery.control.add_consumer(DOWNLOADS_QUEUE, destination=[host], reply=True)
+    # What the test left queued (say, metadata its requests scheduled) dies with its
+    # workers rather than running during the next test.
+    with celery.connection_for_write() as connection:
+        celery.amqp.queues[DOWNLOADS_QUEUE].bind(connection.default_channel).purge()
+    for process in others:
+        control(process.name, "add_consumer", queue=DOWNLOADS_QUEUE)
+
+
+@pytest.fixture
+def scratch_url(database: str) -> Iterator[str]:
+    """The URL of a database of a test's own (not the session's, which other tests and the
+    worker use), on the same server; dropped afterwards if the test created it. (Through
+    `database`, the test also starts with empty Redis databases.)"""
+    server = get_settings().database_url.rsplit("/", 1)[0]
+    url = f"{server}/backscope_scratch_{uuid.uuid4().hex[:8]}"
+    yield url
+    database_admin.drop_database(url)
 
 
 @pytest.fixture

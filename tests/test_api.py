@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,19 +13,18 @@ import api.jobs
 from api.routes import cached_reads
 from shared import queue
 from shared.db import session_scope
+from shared.errors import UpstreamUnavailable
 from shared.lock import lock_key, read_lock
-from shared.models import Sequence, SequenceValues
+from shared.models import Sequence
 from shared.readcache import EVERYTHING
 from shared.redis_db import get_redis
+from shared.work import values_work
+from tests.conftest import application_name
+from tests.helpers import get_until_200, stored_ids, wait_until
 
 FIB = [0, 1]
 while len(FIB) < 1001:
     FIB.append(FIB[-1] + FIB[-2])
-
-
-def stored_ids() -> set[str]:
-    with session_scope() as session:
-        return set(session.scalars(select(SequenceValues.id)))
 
 
 def test_name_and_values_shape(client) -> None:
@@ -60,16 +60,28 @@ def test_values_count_zero_beyond_end_and_lowercase(client, fake_oeis) -> None:
     assert fake_oeis.bfile_downloads("A000045") == 1
 
 
+def stored_name(seq_id: str) -> str | None:
+    with session_scope() as session:
+        sequence = session.get(Sequence, seq_id)
+        return sequence.name if sequence else None
+
+
 def test_values_placeholder_name_then_metadata_in_background(client, fake_oeis) -> None:
-    body = client.get("/api/get_oeis_values/A000142/3").get_json()
-    assert body["values"] == {"0": "1", "1": "1", "2": "2"}
-    # The name is either already loaded or the placeholder; either way metadata was scheduled.
-    assert body["name"] in ("A000142 [name not yet loaded]",) or body["name"].startswith(
-        "Factorial"
-    )
-    full = client.get("/api/get_oeis_name_and_values/A000142").get_json()
-    assert full["name"].startswith("Factorial numbers")
-    assert len(full["values"]["450"]) > 1000
+    # A values request downloads the values only: it answers with a placeholder name,
+    # which clients must not cache, and schedules the metadata without waiting for it.
+    response = client.get("/api/get_oeis_values/A000142/3")
+    assert response.get_json() == {
+        "id": "A000142",
+        "name": "A000142 [name not yet loaded]",
+        "values": {"0": "1", "1": "1", "2": "2"},
+    }
+    assert response.headers["Cache-Control"] == "no-cache"
+    wait_until(lambda: stored_name("A000142"), 30, "the metadata the values request scheduled")
+    named = client.get("/api/get_oeis_name_and_values/A000142")
+    assert named.get_json()["name"].startswith("Factorial numbers")
+    assert named.headers["Cache-Control"] == "public, max-age=3600"
+    assert len(named.get_json()["values"]["450"]) > 1000
+    assert fake_oeis.count("/search") == 1  # the name was fetched once, in the background
 
 
 def test_metadata_shape_and_backrefs_over_two_pages(client, fake_oeis) -> None:
@@ -172,6 +184,8 @@ def test_malformed_bfile_is_502_and_nothing_stored(client, fake_oeis) -> None:
     assert response.status_code == 502
     assert "malformed line" in response.get_json()["error"]
     assert stored_ids() == set()
+    with session_scope() as session:  # no partial sequence row either
+        assert session.scalar(select(func.count()).select_from(Sequence)) == 0
 
 
 def test_throttled_oeis_is_503_with_retry_after_and_nothing_stored(client, fake_oeis) -> None:
@@ -181,6 +195,7 @@ def test_throttled_oeis_is_503_with_retry_after_and_nothing_stored(client, fake_
     assert int(response.headers["Retry-After"]) > 0
     assert stored_ids() == set()
     assert fake_oeis.bfile_downloads("A000027") == 3  # BACKSCOPE_OEIS_MAX_ATTEMPTS in tests
+    assert read_lock(get_redis("locks"), lock_key("values", "A000027")) is None
     fake_oeis.throttle_always = False
     assert client.get("/api/get_oeis_values/A000027/10").status_code == 200
 
@@ -201,8 +216,12 @@ def short_wait(monkeypatch: pytest.MonkeyPatch, settings):
     monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
 
 
-def test_slow_oeis_gives_202_then_200(client, fake_oeis, short_wait) -> None:
-    fake_oeis.latency = 2.0
+def test_slow_oeis_gives_202_then_200(app, fake_oeis, workers, short_wait) -> None:
+    # The OEIS answers nothing until the test says so; the worker waits for it as long
+    # as that takes (its read timeout is far longer than the test).
+    workers("patient", env={"BACKSCOPE_OEIS_READ_TIMEOUT": "120"})
+    client = app.test_client()
+    fake_oeis.hang = True
     response = client.get("/api/get_oeis_values/a000027/3")
     assert response.status_code == 202
     body = response.get_json()
@@ -214,11 +233,8 @@ def test_slow_oeis_gives_202_then_200(client, fake_oeis, short_wait) -> None:
     # Repeating the request joins the same task rather than starting another.
     again = client.get("/api/get_oeis_values/A000027/3")
     assert again.status_code == 202 and again.get_json()["task"] == body["task"]
-    fake_oeis.latency = 0
-    for _ in range(100):
-        response = client.get("/api/get_oeis_values/A000027/3")
-        if response.status_code == 200:
-            break
+    fake_oeis.hang = False
+    response = get_until_200(client, "/api/get_oeis_values/A000027/3")
     assert response.status_code == 200
     assert client.get(f"/api/tasks/{body['task']}").get_json() == {
         "task": body["task"],
@@ -229,10 +245,12 @@ def test_slow_oeis_gives_202_then_200(client, fake_oeis, short_wait) -> None:
 
 
 def test_concurrent_requests_cause_one_download(client, fake_oeis) -> None:
-    fake_oeis.latency = 1.0
+    fake_oeis.latency = 1.0  # so that the requests overlap
     with ThreadPoolExecutor(20) as pool:
         responses = list(
-            pool.map(lambda _: client.get("/api/get_oeis_name_and_values/A000040"), range(20))
+            pool.map(
+                lambda _: get_until_200(client, "/api/get_oeis_name_and_values/A000040"), range(20)
+            )
         )
     assert [r.status_code for r in responses] == [200] * 20
     assert all(len(r.get_json()["values"]) == 10000 for r in responses)
@@ -256,28 +274,33 @@ def test_cached_data_needs_only_postgres(client, fake_oeis, monkeypatch) -> None
     assert "Retry-After" in missing.headers
 
 
+API_BACKENDS = (
+    "FROM pg_stat_activity WHERE application_name = :name AND datname = current_database()"
+)
+
+
+def api_backends() -> int:
+    """The API's pooled connections to this database (the session's own are not)."""
+    with session_scope() as session:
+        return session.scalar(
+            text(f"SELECT count(*) {API_BACKENDS}"), {"name": application_name("backscope-api")}
+        )
+
+
 def test_dropped_database_connections_are_a_503_then_replaced(client, fake_oeis) -> None:
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
+    assert api_backends() >= 1
     with session_scope() as session:  # say PostgreSQL restarted: the API's pool is dead
         session.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'backscope-api'"
-            )
+            text(f"SELECT pg_terminate_backend(pid) {API_BACKENDS}"),
+            {"name": application_name("backscope-api")},
         )
+    wait_until(lambda: api_backends() == 0, 30, "the terminated connections to end")
     cached_reads.changed(EVERYTHING)  # so the next request asks the database
     first = client.get("/api/get_oeis_values/A000045/3")
-    assert first.status_code in (200, 503), first.get_json()
-    if first.status_code == 503:
-        assert "database" in first.get_json()["error"] and "Retry-After" in first.headers
+    assert first.status_code == 503, first.get_json()
+    assert "database" in first.get_json()["error"] and "Retry-After" in first.headers
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
-
-
-def test_no_partial_sequence_rows_after_errors(client, fake_oeis) -> None:
-    fake_oeis.malformed.add("A000027")
-    client.get("/api/get_oeis_values/A000027/10")
-    with session_scope() as session:
-        assert session.scalar(select(func.count()).select_from(Sequence)) == 0
 
 
 def test_task_status_with_redis_down_is_503(client, monkeypatch) -> None:
@@ -295,16 +318,42 @@ def test_task_status_with_redis_down_is_503(client, monkeypatch) -> None:
     assert "Retry-After" in response.headers
 
 
-def test_work_in_flight_is_not_asked_for_again_at_once(client) -> None:
+def test_work_in_flight_is_not_asked_for_again_at_once(client, monkeypatch) -> None:
+    # The API remembers what it scheduled for SCHEDULE_MEMORY seconds; here for as long
+    # as the test takes, however slow the machine, and then forgotten by hand.
+    monkeypatch.setattr(api.jobs, "SCHEDULE_MEMORY", 3600.0)
     # A000045 is downloaded and its factoring queued (no factor worker runs here).
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     locks, factoring = get_redis("locks"), lock_key("factors", "A000045")
     assert read_lock(locks, factoring) is not None
     locks.delete(factoring)
-    # Within SCHEDULE_MEMORY seconds the API does not ask Redis again ...
+    # While it remembers, the API does not ask Redis again ...
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     assert read_lock(locks, factoring) is None
-    # ... after it (forgotten here rather than waited for), it schedules the work again.
+    # ... once it has forgotten, it schedules the work again.
     api.jobs.scheduled_recently.clear()
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     assert read_lock(locks, factoring) is not None
+
+
+@pytest.mark.redis
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")  # Celery's
+def test_a_task_that_finishes_as_its_lock_is_checked_is_not_abandoned(monkeypatch) -> None:
+    """A task releases its lock a moment before its result is stored. A waiter that looks
+    in that moment must not take the task for dead and start the work again (a second
+    download, say, from an OEIS that has just throttled the first)."""
+    task_id, work = "finishing-task", values_work("A000027")
+    results = queue.app.backend
+    results.store_result(task_id, None, "STARTED")
+    looks: list[bool] = []
+
+    def abandoned(work, task_id: str) -> bool:
+        looks.append(real(work, task_id))  # its lock is gone already ...
+        results.mark_as_failure(task_id, UpstreamUnavailable("throttled"))  # ... it just ended
+        return looks[-1]
+
+    real = api.jobs._abandoned
+    monkeypatch.setattr(api.jobs, "_abandoned", abandoned)
+    with pytest.raises(UpstreamUnavailable, match="throttled"):
+        api.jobs.wait({task_id: work}, time.monotonic() + 60)
+    assert looks == [True]

@@ -127,11 +127,17 @@ def test_find_gp_matches_default() -> None:
     assert factor._resolve_gp(factor.AUTO) == GP
 
 
-def test_smooth_large_values_need_no_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_child(*args: object, **kwargs: object) -> None:
+@pytest.fixture
+def no_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if factorize starts a child process."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("no child process expected")
 
-    monkeypatch.setattr(factor.subprocess, "Popen", no_child)
+    monkeypatch.setattr(factor.subprocess, "Popen", refuse)
+
+
+def test_smooth_large_values_need_no_child(no_child: None) -> None:
     big_prime = nextprime(10**100)
     cube = nextprime(10**50) ** 3
     values = [math.factorial(90), -(2**500), 3**300, big_prime, -cube, 2**200 * P20]
@@ -143,19 +149,15 @@ def test_smooth_large_values_need_no_child(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize("gp_path", PATHS)
-def test_over_max_value_is_immediate(monkeypatch: pytest.MonkeyPatch, gp_path: str | None) -> None:
-    def no_child(*args: object, **kwargs: object) -> None:
-        raise AssertionError("no child process expected")
-
-    monkeypatch.setattr(factor.subprocess, "Popen", no_child)
-    start = time.monotonic()
+def test_over_max_value_is_immediate(no_child: None, gp_path: str | None) -> None:
+    start = time.thread_time()  # CPU time: what "immediate" means, whatever else runs
     assert factorize(2**512 + 1, gp_path=gp_path) == NO_FAC
     assert factorize(-(2**600), gp_path=gp_path) == NO_FAC
     assert factorize(HARD**5, gp_path=gp_path) == NO_FAC
     assert factorize(2**11, max_value=2**10, gp_path=gp_path) == NO_FAC
     assert factorize(-(2**10), max_value=2**10, gp_path=gp_path) == "[-1,1;2,10]"  # inclusive
     assert factorize(0, max_value=0, gp_path=gp_path) == "[0,1]"
-    assert time.monotonic() - start < 2
+    assert time.thread_time() - start < 0.5
 
 
 @pytest.mark.skipif(GP is None, reason=NO_GP_REASON)
@@ -173,16 +175,13 @@ def test_fallback_child_factors_a_cofactor(monkeypatch: pytest.MonkeyPatch) -> N
     # EASY_CHILD > 2**64 and has no prime factor below 2**16; without the in-process
     # Pollard attempt it goes to the Python child.
     monkeypatch.setattr(factor, "_quick_split", lambda m: None)
-    assert factorize(EASY_CHILD, budget=10, gp_path=None) == f"[{P8},1;{P20},1]"
+    # Budgets far above what the child needs (well under a second), even on a busy machine.
+    assert factorize(EASY_CHILD, budget=60, gp_path=None) == f"[{P8},1;{P20},1]"
     expected = f"[-1,1;2,100;{P8},1;{P20},1]"
-    assert factorize(-EASY_CHILD * 2**100, budget=10, gp_path=None) == expected
+    assert factorize(-EASY_CHILD * 2**100, budget=60, gp_path=None) == expected
 
 
-def test_fallback_splits_easy_cofactors_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_child(*args: object, **kwargs: object) -> None:
-        raise AssertionError("no child process expected")
-
-    monkeypatch.setattr(factor.subprocess, "Popen", no_child)
+def test_fallback_splits_easy_cofactors_in_process(no_child: None) -> None:
     p6 = nextprime(300_000)  # rho finds factors up to ~10**6 within its bounded effort
     assert factorize(p6 * P20, budget=0, gp_path=None) == f"[{p6},1;{P20},1]"
     f300 = sympy.fibonacci(300)
@@ -196,16 +195,21 @@ def test_hard_value_times_out_and_others_still_factored(gp_path: str | None) -> 
     budget = 0.5
     start = time.monotonic()
     assert factorize(HARD, budget=budget, gp_path=gp_path) == NO_FAC
-    assert time.monotonic() - start < budget + 3
+    # Given up at the budget: factoring HARD takes hours, so 20 s cannot be mistaken.
+    assert time.monotonic() - start < budget + 20
     assert _new_children() == []  # the child was killed and reaped
 
+    # Later calls are not hurt by one that timed out: HARD values time out again, and the
+    # others are factored (given budgets far above what they need, even on a busy
+    # machine: a child process does the gp ones in well under 0.1 s).
     others = [12, -(2**300), 3**200 * P20, sympy.fibonacci(300), 0, -1, nextprime(2**400)]
     if gp_path is not None:
-        others += [SEMI40, 2**300 + 1]  # need a child; gp does them in well under 0.5 s
+        others += [SEMI40, 2**300 + 1]  # need a child
     values = [*others[:3], HARD, *others[3:], -HARD]
-    start = time.monotonic()
-    results = [factorize(value, budget=budget, gp_path=gp_path) for value in values]
-    assert time.monotonic() - start < 2 * budget + 3
+    results = [
+        factorize(value, budget=budget if abs(value) == HARD else 60, gp_path=gp_path)
+        for value in values
+    ]
     assert results[3] == NO_FAC
     assert results[-1] == NO_FAC
     for value, result in zip(values, results, strict=True):
@@ -215,12 +219,10 @@ def test_hard_value_times_out_and_others_still_factored(gp_path: str | None) -> 
     assert _new_children() == []
 
 
-def test_zero_budget_skips_child_but_not_easy_values() -> None:
-    start = time.monotonic()
+def test_zero_budget_skips_child_but_not_easy_values(no_child: None) -> None:
     assert factorize(HARD, budget=0) == NO_FAC
     assert factorize(HARD, budget=-1) == NO_FAC
     assert factorize(HARD, budget=float("nan")) == NO_FAC
-    assert time.monotonic() - start < 2
     assert factorize(-12, budget=0) == "[-1,1;2,2;3,1]"
 
 
@@ -334,17 +336,24 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path, then: str) -> Non
     pidfile = tmp_path / "grandchild.pid"
     gp = _fake_gp(tmp_path, f"sleep 60 &\necho $! > '{pidfile}'\n{then}")
     start = time.monotonic()
-    assert factorize(SEMI40, budget=0.5, gp_path=gp) == NO_FAC
-    assert time.monotonic() - start < 3.5
+    # (A budget that leaves the script time to write its pid file on a busy machine.)
+    assert factorize(SEMI40, budget=2, gp_path=gp) == NO_FAC
+    assert time.monotonic() - start < 30  # not the 60 s the script and grandchild take
     assert _new_children() == []
     assert _dead(int(pidfile.read_text()))
 
 
 def test_child_cpu_time_is_capped_in_case_the_parent_dies() -> None:
     # The kernel ends a child that outlives a SIGKILLed worker once it has used its
-    # budget (rounded up) plus a second of CPU.
-    code = "import resource, time; time.sleep(0.3); print(resource.getrlimit(resource.RLIMIT_CPU))"
-    assert factor._run_child([sys.executable, "-c", code], "", timeout=2.5) == "(4, 5)\n"
+    # budget (rounded up) plus a second of CPU. The child waits for its limit to be set
+    # (just after it starts) before it reports it.
+    code = (
+        "import resource, time\n"
+        "while resource.getrlimit(resource.RLIMIT_CPU)[0] == resource.RLIM_INFINITY:\n"
+        "    time.sleep(0.01)\n"
+        "print(resource.getrlimit(resource.RLIMIT_CPU))"
+    )
+    assert factor._run_child([sys.executable, "-c", code], "", timeout=30.5) == "(32, 33)\n"
 
 
 # ------------------------------------------------------------------------ helpers
@@ -380,7 +389,7 @@ def _children() -> list[int]:
     return found
 
 
-def _dead(pid: int, wait: float = 2.0) -> bool:
+def _dead(pid: int, wait: float = 30.0) -> bool:
     """True once ``pid`` is gone or a zombie (its parent may be a non-reaping init)."""
     end = time.monotonic() + wait
     while time.monotonic() < end:
@@ -402,5 +411,6 @@ def test_powers_of_a_composite_part_are_factored_once(gp_path: str | None, monke
         factor, "_factor_in_child", lambda m, *rest: children.append(m) or real(m, *rest)
     )
     value = 3**5 * SEMI40**3  # trial division leaves SEMI40**3: its base once, exponents x 3
-    assert factorize(value, budget=5, gp_path=gp_path) == f"[3,5;{P20},3;{Q20},3]"
+    # (The sympy child needs about 2 s of CPU for SEMI40: a budget a busy machine keeps.)
+    assert factorize(value, budget=60, gp_path=gp_path) == f"[3,5;{P20},3;{Q20},3]"
     assert children in ([], [SEMI40])

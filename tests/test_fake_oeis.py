@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.fake_oeis import BIG_DIGITS, MALFORMED_LINE, FakeOEIS
+from tests.helpers import wait_until
 
 TIMEOUT = 5
 
@@ -260,11 +261,9 @@ def test_throttle_always(oeis: FakeOEIS) -> None:
 
 
 def test_hang_ends_by_client_timeout(oeis: FakeOEIS) -> None:
-    oeis.hang = True
-    started = time.monotonic()
+    oeis.hang = True  # for 120 s unless cleared
     with pytest.raises(requests.exceptions.Timeout):
         requests.get(f"{oeis.url}/A000045/b000045.txt", timeout=0.5)
-    assert time.monotonic() - started < 2
     assert oeis.bfile_downloads("A000045") == 1
     assert oeis.requests[0].status == 0  # never answered
     oeis.hang = False
@@ -285,26 +284,26 @@ def test_hang_after_bytes_times_out_mid_body(oeis: FakeOEIS) -> None:
 
 def test_stop_ends_hung_requests() -> None:
     fake = FakeOEIS().start()
-    fake.hang = True
+    fake.hang = True  # for 120 s unless cleared
     errors: list[BaseException] = []
 
     def client() -> None:
         try:
-            requests.get(f"{fake.url}/A000045/b000045.txt", timeout=10)
+            requests.get(f"{fake.url}/A000045/b000045.txt", timeout=60)
         except requests.exceptions.RequestException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=client)
     thread.start()
-    deadline = time.monotonic() + 2
-    while fake.count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    started = time.monotonic()
-    fake.stop()
-    thread.join(timeout=5)
+    try:
+        wait_until(lambda: fake.count() == 1, 30, "the request to arrive")
+    finally:
+        fake.stop()
+    thread.join(timeout=50)
+    # The request ended without an answer, neither by the client's timeout nor the fake's.
     assert not thread.is_alive()
-    assert time.monotonic() - started < 2
-    assert errors and not isinstance(errors[0], requests.exceptions.Timeout)
+    assert errors and not isinstance(errors[0], requests.exceptions.Timeout), errors
+    assert fake.requests[0].status == 0
 
 
 def test_latency(oeis: FakeOEIS) -> None:
@@ -318,6 +317,7 @@ def test_latency(oeis: FakeOEIS) -> None:
 
 
 def test_counters(oeis: FakeOEIS) -> None:
+    started = time.time()
     get(oeis, "/A000045/b000045.txt")
     get(oeis, "/A000045/b000045.txt")
     get(oeis, "/A000000/b000000.txt")
@@ -332,7 +332,7 @@ def test_counters(oeis: FakeOEIS) -> None:
     assert last.path == "/search"
     assert last.query == {"q": "id:A000045", "fmt": "json"}
     assert last.status == 200
-    assert abs(last.time - time.time()) < 5
+    assert started <= oeis.requests[0].time <= last.time <= time.time()
 
 
 def test_control_over_http(oeis: FakeOEIS) -> None:
@@ -371,7 +371,7 @@ def test_standalone_mode() -> None:
         assert requests.get(f"{url}/A000045/b000045.txt", timeout=TIMEOUT).status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=5)
+        proc.wait(timeout=30)
         if proc.stdout is not None:
             proc.stdout.close()
     assert proc.returncode == 0

@@ -19,6 +19,7 @@ from shared.lock import (
     stale_reason,
 )
 from shared.redis_db import get_redis
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -30,12 +31,16 @@ def redis():
 
 def test_take_records_owner_fence_and_ttl(redis) -> None:
     lock = WorkLock(redis, "values", "A000045", ttl=30)
+    before = time.time()
     assert lock.take("task-1")
     info = read_lock(redis, lock_key("values", "A000045"))
+    elapsed = time.time() - before
     assert info is not None
     assert (info.owner, info.fence) == ("task-1", lock.fence)
-    assert 29 < info.ttl <= 30
-    assert abs(info.age) < 2
+    # The full TTL, less only the time that has passed since it was set (both clocks are
+    # this machine's; 0.01 s covers their rounding).
+    assert 30 - elapsed - 0.01 <= info.ttl <= 30
+    assert before - 0.01 <= info.taken <= before + elapsed + 0.01
     assert json.loads(redis.get(info.key))["owner"] == "task-1"
 
 
@@ -72,7 +77,7 @@ def test_adopt_only_by_the_named_owner(redis) -> None:
 
 
 def test_release_and_renewal_by_a_non_owner_do_nothing_and_say_so(redis, caplog) -> None:
-    first = WorkLock(redis, "values", "A000045", ttl=3)
+    first = WorkLock(redis, "values", "A000045", ttl=3)  # a renewal would set a TTL <= 3
     assert first.take("task-1")
     redis.delete(first.name)  # first's lock expires ...
     second = WorkLock(redis, "values", "A000045", ttl=30)
@@ -83,19 +88,34 @@ def test_release_and_renewal_by_a_non_owner_do_nothing_and_say_so(redis, caplog)
         assert not first.release_quietly()
     assert "lock.release_not_owned" in caplog.messages
     info = read_lock(redis, second.name)
-    assert info.owner == "task-2" and info.ttl > 29
+    assert info.owner == "task-2" and info.ttl > 3  # still second's TTL (30 s)
 
 
 def test_renewal_keeps_a_long_job_locked_and_notices_loss(redis) -> None:
-    lock = WorkLock(redis, "values", "A000045", ttl=3)
+    ttl = 3
+    lock = WorkLock(redis, "values", "A000045", ttl=ttl)
     assert lock.take("task-1")
+    taken = time.monotonic()
+
+    def ttl_left() -> float:
+        info = read_lock(redis, lock.name)
+        assert info is not None, "the lock expired"
+        return info.ttl
+
     with lock.renewing() as lost:
-        time.sleep(4.5)  # longer than the TTL
+        # Renewed every third of its TTL: the TTL left runs down and is set back up, again
+        # and again, for longer than the TTL itself.
+        renewals = 0
+        while time.monotonic() - taken < 1.5 * ttl:
+            wait_until(lambda: ttl_left() < ttl - 0.5, 30, "the TTL to run down")
+            wait_until(lambda: ttl_left() > ttl - 0.4, 30, "a renewal")
+            renewals += 1
+        assert renewals >= 2
         assert lock.owned()
         assert not lost.is_set()
         redis.delete(lock.name)
         WorkLock(redis, "values", "A000045", ttl=30).take("task-2")
-        assert lost.wait(3)
+        assert lost.wait(30)
     assert read_lock(redis, lock.name).owner == "task-2"
 
 

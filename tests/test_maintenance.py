@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
-import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 from celery.result import AsyncResult
 from click.testing import CliRunner
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from cli.commands import main
 from shared import cache_admin, database_admin, queue_admin
@@ -27,22 +23,10 @@ from shared.queue import app
 from shared.redis_db import get_redis
 from shared.store import store_values
 from shared.work import values_work
+from tests.helpers import busy_locks, execute, stored_ids, table_rows, wait_until
 from worker.tasks import maintenance as maintenance_tasks
 
 DATA_TABLES = (Sequence, SequenceValues, SearchResult)
-FACTORS = lock_key("factors", "")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def stored_ids() -> set[str]:
-    with session_scope() as session:
-        return set(session.scalars(select(SequenceValues.id)))
 
 
 def row_counts() -> dict[str, int]:
@@ -53,43 +37,12 @@ def row_counts() -> dict[str, int]:
         }
 
 
-def busy_locks() -> list[str]:
-    """Held locks, but not factoring's: every download schedules factoring, and no worker
-    in these tests takes the factors queue, so those locks sit out their TTL."""
-    return [info.key for info in list_locks(get_redis("locks")) if not info.key.startswith(FACTORS)]
-
-
 def work_queues() -> dict[str, int]:
     return {name: n for name, n in queue_admin.queue_lengths().items() if name != "maintenance"}
 
 
 def download(seq_id: str) -> dict[str, str]:
-    return AsyncResult(queue_admin.enqueue(values_work(seq_id)), app=app).get(timeout=20)
-
-
-@pytest.fixture
-def scratch_url(database: str, settings) -> Iterator[str]:
-    """A database of its own (not the session's, which other tests and the worker use)."""
-    url = settings.database_url.rsplit("/", 1)[0] + f"/backscope_scratch_{uuid.uuid4().hex[:8]}"
-    yield url
-    database_admin.drop_database(url)
-
-
-def execute(url: str, *statements: str) -> None:
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.execute(text(statement))
-    engine.dispose()
-
-
-def table_rows(url: str) -> dict[str, int]:
-    engine = create_engine(url, poolclass=NullPool)
-    with engine.connect() as connection:
-        names = inspect(connection).get_table_names()
-        rows = {name: connection.scalar(text(f'SELECT count(*) FROM "{name}"')) for name in names}
-    engine.dispose()
-    return rows
+    return AsyncResult(queue_admin.enqueue(values_work(seq_id)), app=app).get(timeout=60)
 
 
 # ---------------------------------------------------------------- ids and ranges
@@ -123,16 +76,19 @@ def test_parse_targets_rejects(targets: list[str], message: str) -> None:
 # ---------------------------------------------------------------- clear
 
 
-def test_clear_leaves_nothing_behind(worker, fake_oeis, settings) -> None:
+def test_clear_leaves_nothing_behind(workers, fake_oeis, settings) -> None:
+    # Two worker processes; the OEIS answers nothing until the test says so, and they
+    # wait for it as long as that takes.
+    workers("clear", env={"BACKSCOPE_OEIS_READ_TIMEOUT": "120"}, concurrency=2)
     assert download("A000045") == {"outcome": "stored"}
-    fake_oeis.latency = 2.0  # under the tests' 3 s read timeout, so nothing is retried
+    fake_oeis.hang = True
     ids = [f"A91000{n}" for n in range(6)]
     tasks = {seq_id: queue_admin.enqueue(values_work(seq_id)) for seq_id in ids}
 
     def requested() -> list[str]:
         return [seq_id for seq_id in ids if fake_oeis.bfile_downloads(seq_id)]
 
-    wait_until(lambda: len(requested()) == 2)  # both worker processes are downloading
+    wait_until(lambda: len(requested()) == 2, 60, "both worker processes to be downloading")
     in_flight = requested()
 
     result = CliRunner().invoke(main, ["clear-db"])
@@ -145,12 +101,17 @@ def test_clear_leaves_nothing_behind(worker, fake_oeis, settings) -> None:
     assert database_admin.current_revision(settings.database_url) == database_admin.head_revision()
 
     # The downloads that were running finish, and their stale writes are refused.
+    fake_oeis.hang = False
     for seq_id in in_flight:
-        assert AsyncResult(tasks[seq_id], app=app).get(timeout=15) == {"outcome": "refused"}
-    time.sleep(1)  # a dropped download would have reached the OEIS by now
-    assert requested() == in_flight
+        assert AsyncResult(tasks[seq_id], app=app).get(timeout=60) == {"outcome": "refused"}
     assert stored_ids() == set()
     assert list_locks(get_redis("locks")) == []
+
+    # None of the dropped downloads runs: a download queued now is the next one to run.
+    assert download("A910009") == {"outcome": "stored"}
+    wait_until(lambda: not busy_locks(), 60, "the workers to be idle")
+    assert requested() == in_flight
+    assert stored_ids() == {"A910009"}
 
 
 # ---------------------------------------------------------------- reset
@@ -218,7 +179,7 @@ def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings)
     for seq_id in ("A000045", "A000040", "A000142"):
         assert client.get(f"/api/get_oeis_name_and_values/{seq_id}").status_code == 200
     locks = get_redis("locks")
-    wait_until(lambda: not busy_locks())  # background metadata downloads are done
+    wait_until(lambda: not busy_locks(), 60, "background metadata downloads")
     assert WorkLock(locks, "metadata", "A000045", 30).take("test-owner")
     assert WorkLock(locks, "values", "A000040", 30).take("test-owner")
 
@@ -239,7 +200,9 @@ def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings)
         lambda: (
             client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
             and fake_oeis.bfile_downloads("A000045") == 2
-        )
+        ),
+        60,
+        "A000045 to be downloaded again",
     )
     assert fake_oeis.bfile_downloads("A000045") == 2
     assert fake_oeis.bfile_downloads("A000040") == 1
@@ -256,14 +219,14 @@ def test_release_target_needs_an_id_or_a_key(database: str) -> None:
 
 
 def run(task: str, *args: object, **kwargs: object) -> object:
-    return app.send_task(task, args=args, kwargs=kwargs).get(timeout=20)
+    return app.send_task(task, args=args, kwargs=kwargs).get(timeout=60)
 
 
 def test_maintenance_tasks_run_on_a_worker(worker, fake_oeis) -> None:
     queued = run("backscope.maintenance.prefetch", ["A910040-A910042"])
     assert isinstance(queued, dict) and list(queued) == ["A910040", "A910041", "A910042"]
     for task_id in queued.values():
-        assert AsyncResult(task_id, app=app).get(timeout=20) == {"outcome": "stored"}
+        assert AsyncResult(task_id, app=app).get(timeout=60) == {"outcome": "stored"}
 
     assert WorkLock(get_redis("locks"), "values", "A910041", 30).take("test-owner")
     (held,) = [

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from shared import database_admin
-from shared.config import get_settings
+from tests.helpers import table_rows
 
 
 @pytest.fixture
-def empty_database() -> Iterator[str]:
-    url = get_settings().database_url.rsplit("/", 1)[0] + f"/backscope_migr_{uuid.uuid4().hex[:8]}"
-    database_admin.create_database(url)
-    yield url
-    database_admin.drop_database(url)
+def empty_database(scratch_url: str) -> str:
+    database_admin.create_database(scratch_url)
+    return scratch_url
 
 
 def tables(url: str) -> set[str]:
-    engine = create_engine(url, poolclass=NullPool)
-    names = set(inspect(engine).get_table_names())
-    engine.dispose()
-    return names
+    return set(table_rows(url))
 
 
 def test_single_head() -> None:

@@ -4,8 +4,7 @@ database: kept until PostgreSQL reports a change, never used while it cannot lis
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg2
 import pytest
@@ -35,20 +34,50 @@ class CountingLoad:
         return read_cached(seq_id)
 
 
-class Observed(ReadCache):
-    """A ReadCache that records the change notifications it has handled."""
+class Gate:
+    """Listening connections that a test can cut, and keep from coming back."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.backends: list[int] = []
+
+    def connect(self):
+        if not self.open.is_set():
+            raise ConnectionError("the test keeps the cache from listening")
+        connection = listen_connection()
+        self.backends.append(connection.get_backend_pid())
+        return connection
+
+    def cut(self) -> None:
+        """Close the gate and end the listening connection from the server's side."""
+        self.open.clear()
+        with session_scope() as session:
+            for pid in self.backends:
+                session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+class Observed(ReadCache):
+    """A ReadCache that records the change notifications it has handled, and each time
+    its listening connection went live or stopped being so; it listens through a Gate."""
+
+    def __init__(self, load, max_entries: int = 100_000) -> None:
+        self.gate = Gate()
+        super().__init__(load, self.gate.connect, max_entries=max_entries)
         self.heard: list[str] = []
+        self.went_live: list[bool] = []
 
     def changed(self, key: str) -> None:
         super().changed(key)
         self.heard.append(key)
 
+    def _set_live(self, live: bool) -> None:
+        super()._set_live(live)
+        self.went_live.append(live)
+
     def start(self) -> Observed:
         self.get("A000000")  # the first lookup starts the listening thread
-        wait_until(lambda: self.live, 10, "the cache to listen")
+        wait_until(lambda: self.live, 30, "the cache to listen")
         return self
 
     def write(self, change) -> None:
@@ -56,7 +85,7 @@ class Observed(ReadCache):
         self.heard.clear()
         with session_scope() as session:
             change(session)
-        wait_until(lambda: self.heard, 2, "the change notification")
+        wait_until(lambda: self.heard, 30, "the change notification")
 
 
 _last_token = 0
@@ -74,9 +103,24 @@ def values(seq_id: str, terms: list[str]):
 
 
 @pytest.fixture
-def cache(database):
+def caches(database) -> Iterator[Callable[..., Observed]]:
+    """Make caches for the test; afterwards they stop listening (their threads live on,
+    waiting to connect again, but hold no connection)."""
+    made: list[Observed] = []
+
+    def make(load, **options) -> Observed:
+        made.append(Observed(load, **options))
+        return made[-1]
+
+    yield make
+    for reads in made:
+        reads.gate.cut()
+
+
+@pytest.fixture
+def cache(caches):
     load = CountingLoad()
-    return Observed(load, listen_connection).start(), load
+    return caches(load).start(), load
 
 
 def test_kept_until_the_sequence_changes(cache) -> None:
@@ -135,31 +179,26 @@ def test_every_kind_of_change_drops_the_entry(cache, change, after, everything: 
     assert load.calls == calls + everything
 
 
-def test_a_lookup_overtaken_by_a_change_is_not_kept(database) -> None:
+def test_a_lookup_overtaken_by_a_change_is_not_kept(caches) -> None:
     def load(seq_id: str) -> Cached | None:
         found = read_cached(seq_id)  # the old data ...
         if found is not None and found.term_count == 2:
             reads.write(values(seq_id, ["0", "1", "1"]))  # ... replaced, news heard, meanwhile
         return found
 
-    reads = Observed(load, listen_connection).start()
+    reads = caches(load).start()
     reads.write(values("A000045", ["0", "1"]))
     assert reads.get("A000045").term_count == 2  # answered with what it read ...
     assert reads.get("A000045").term_count == 3  # ... but not kept
 
 
-def test_not_trusted_while_the_connection_is_lost(cache) -> None:
-    reads, load = cache
+def test_not_trusted_while_the_connection_is_lost(caches) -> None:
+    load = CountingLoad()
+    reads = caches(load).start()
     reads.write(values("A000045", ["0", "1"]))
     reads.get("A000045")
-    with session_scope() as session:
-        session.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'backscope-api-listener'"
-            )
-        )
-    wait_until(lambda: not reads.live, 5, "the loss to be noticed")
+    reads.gate.cut()
+    wait_until(lambda: not reads.live, 30, "the loss to be noticed")
     # A change made now is not heard, and every lookup goes to the database.
     with session_scope() as session:
         values("A000045", ["0", "1", "1"])(session)
@@ -168,7 +207,8 @@ def test_not_trusted_while_the_connection_is_lost(cache) -> None:
     assert reads.get("A000045").term_count == 3
     assert load.calls == calls + 2
     # It connects again by itself, and then keeps answers again.
-    wait_until(lambda: reads.live, 10, "the cache to listen again")
+    reads.gate.open.set()
+    wait_until(lambda: reads.live, 60, "the cache to listen again")
     reads.get("A000045")
     calls = load.calls
     assert reads.get("A000045").term_count == 3
@@ -266,18 +306,20 @@ def test_held_answers_serve_while_the_database_is_down_and_never_after_a_change(
     assert reads.get("A000142") == "1,1,2,6"
 
 
-def test_not_used_while_the_database_sends_no_notifications(database) -> None:
+def test_not_used_while_the_database_sends_no_notifications(caches) -> None:
     """A database whose change triggers are missing (not yet migrated) or disabled."""
     trigger = "ALTER TABLE factorizations {} TRIGGER factorizations_changed"
     with session_scope() as session:
         session.execute(text(trigger.format("DISABLE")))
     try:
         load = CountingLoad()
-        reads = Observed(load, listen_connection)
+        reads = caches(load)
         reads.get("A000045")  # starts the listening thread
         with session_scope() as session:
             values("A000045", ["0", "1"])(session)
-        time.sleep(1)  # it has connected and found a trigger missing by now (and retried)
+        # It connected, found a trigger missing, and did not go live.
+        wait_until(lambda: reads.went_live, 30, "the cache to connect and look at the triggers")
+        assert True not in reads.went_live
         assert not reads.live
         reads.get("A000045")
         calls = load.calls
@@ -286,7 +328,7 @@ def test_not_used_while_the_database_sends_no_notifications(database) -> None:
     finally:
         with session_scope() as session:
             session.execute(text(trigger.format("ENABLE")))
-    wait_until(lambda: reads.live, 10, "the cache to listen once the triggers are there")
+    wait_until(lambda: reads.live, 60, "the cache to listen once the triggers are there")
 
 
 def test_nothing_kept_for_missing_sequences(cache) -> None:
@@ -297,9 +339,9 @@ def test_nothing_kept_for_missing_sequences(cache) -> None:
     assert load.calls == calls + 2
 
 
-def test_bounded(database) -> None:
+def test_bounded(caches) -> None:
     load = CountingLoad()
-    reads = Observed(load, listen_connection, max_entries=2).start()
+    reads = caches(load, max_entries=2).start()
     for seq_id in ("A000001", "A000002", "A000003"):
         reads.write(values(seq_id, ["1"]))
         reads.get(seq_id)

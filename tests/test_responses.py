@@ -75,17 +75,6 @@ def test_gzip_only_when_accepted_and_only_for_large_answers(client) -> None:
     assert "Content-Encoding" not in small.headers
 
 
-def test_placeholder_name_is_not_cached_by_clients(client, fake_oeis) -> None:
-    fake_oeis.latency = 1.0  # metadata arrives after the values answer
-    response = client.get("/api/get_oeis_values/A000142/0")
-    if response.get_json()["name"].endswith("[name not yet loaded]"):
-        assert response.headers["Cache-Control"] == "no-cache"
-    fake_oeis.latency = 0
-    named = client.get("/api/get_oeis_name_and_values/A000142")
-    assert named.headers["Cache-Control"] == "public, max-age=3600"
-    assert named.get_json()["name"].startswith("Factorial")
-
-
 def test_document_follows_the_data(client, fake_oeis) -> None:
     before = client.get(PATH)
     # A refetch with more terms (stored under a newer fencing token) ...
@@ -99,7 +88,7 @@ def test_document_follows_the_data(client, fake_oeis) -> None:
         lambda: (
             client.get(PATH, headers={"If-None-Match": before.headers["ETag"]}).status_code == 200
         ),
-        2,
+        30,
         "the new document",
     )
     after = client.get(PATH, headers={"If-None-Match": before.headers["ETag"]})
@@ -109,7 +98,7 @@ def test_document_follows_the_data(client, fake_oeis) -> None:
     with session_scope() as session:
         forget(session, ["A000045"], token=current_fence(get_redis("locks")))
     assert fake_oeis.bfile_downloads("A000045") == 1
-    wait_until(lambda: client.get(PATH).get_json() != after.get_json(), 2, "the download")
+    wait_until(lambda: client.get(PATH).get_json() != after.get_json(), 30, "the download")
     again = client.get(PATH)
     assert again.status_code == 200
     assert fake_oeis.bfile_downloads("A000045") == 2
