@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -258,17 +258,14 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     if not _guarded(session, seq_id, token):
         return _refused("values", seq_id, token)
     _ensure_sequence(session, seq_id)
-    _copy_terms(session, bfile.terms)
-    _drop_stale_factors(session, seq_id, bfile.first_index, token)
-    written = session.execute(
-        _UPSERT_VALUES, {"id": seq_id, "first_index": bfile.first_index, "token": token}
-    ).first()
+    written = _write_values(session, seq_id, bfile, token)
     if written is None:
         return _refused("values", seq_id, token)
     session.execute(
         Sequence.__table__.update().where(Sequence.id == seq_id).values(missing_at=None)
     )
-    refresh_document(session, seq_id)
+    if written != "same":
+        refresh_document(session, seq_id)
     return True
 
 
@@ -353,32 +350,66 @@ def refresh_document(session: Session, seq_id: str) -> None:
     session.execute(_DOCUMENT, {"id": seq_id, "placeholder": placeholder_name(seq_id)})
 
 
-def _drop_stale_factors(session: Session, seq_id: str, first_index: int, token: int) -> None:
-    """Before older values are replaced by different ones, delete their factorizations.
-
-    Locks the values row first (FOR UPDATE), so a factor batch checking the row under
-    FOR SHARE (store_factors) either commits before this and is deleted here, or sees
-    the new values token afterwards and is refused. Replacing values is rare (two
-    downloads racing), and then usually with the same terms: those keep their factors.
-    The terms are compared inside PostgreSQL, against `incoming_terms`, so a large
-    sequence is never held twice in this process.
+# Whether the stored terms are exactly the incoming ones (the b-file parsed again).
+_SAME_TERMS = text(
     """
-    old = session.execute(
-        select(SequenceValues.token, SequenceValues.first_index)
-        .where(SequenceValues.id == seq_id)
-        .with_for_update()
-    ).first()
-    if old is None or old.token >= token:
-        return  # nothing stored, or the upsert below will not replace it
-    same = old.first_index == first_index and session.scalar(
-        text(
-            "SELECT terms = (SELECT array_agg(term ORDER BY position) FROM incoming_terms) "
-            "FROM sequence_values WHERE id = :id"
-        ),
-        {"id": seq_id},
+    SELECT v.first_index = :first_index
+           AND v.terms = (SELECT array_agg(term ORDER BY position) FROM incoming_terms)
+    FROM sequence_values AS v WHERE v.id = :id
+    """
+)
+
+# Deletes the factorizations of every index whose term is new or changed (or gone):
+# a factorization depends only on its term, so those of unchanged indices stay. The old
+# terms are unnested once and joined to the incoming ones by index, so a long sequence
+# is compared in one pass inside PostgreSQL.
+_DROP_CHANGED_FACTORS = text(
+    """
+    DELETE FROM factorizations AS f
+    WHERE f.id = :id AND f.n NOT IN (
+        SELECT v.first_index + o.ord - 1
+        FROM sequence_values AS v
+        CROSS JOIN LATERAL unnest(v.terms) WITH ORDINALITY AS o(term, ord)
+        JOIN incoming_terms AS i
+            ON i.position = v.first_index + o.ord - 1 - :first_index AND i.term = o.term
+        WHERE v.id = :id)
+    """
+)
+
+
+def _write_values(session: Session, seq_id: str, bfile: BFile, token: int) -> str | None:
+    """Write the terms under `token` unless values with a newer token are stored.
+
+    Returns "new" (none were stored), "same" (identical: only the token and download
+    time move, nothing is rewritten), "changed" (replaced; the factorizations of the
+    changed indices are deleted) or None (refused). Locks the values row first (FOR
+    UPDATE), so a factor batch checking the row under FOR SHARE (store_factors) either
+    commits before this and is judged here, or sees the new values token afterwards
+    and is refused. The terms are compared inside PostgreSQL, against
+    `incoming_terms`, so a large sequence is never held twice in this process.
+    """
+    _copy_terms(session, bfile.terms)
+    old_token = session.scalar(
+        select(SequenceValues.token).where(SequenceValues.id == seq_id).with_for_update()
     )
-    if not same:
-        session.execute(delete(Factorization).where(Factorization.id == seq_id))
+    if old_token is not None:
+        if old_token >= token:
+            return None
+        params = {"id": seq_id, "first_index": bfile.first_index}
+        if session.scalar(_SAME_TERMS, params):
+            session.execute(
+                update(SequenceValues)
+                .where(SequenceValues.id == seq_id)
+                .values(token=token, fetched_at=func.now())
+            )
+            return "same"
+        session.execute(_DROP_CHANGED_FACTORS, params)
+    written = session.execute(
+        _UPSERT_VALUES, {"id": seq_id, "first_index": bfile.first_index, "token": token}
+    ).first()
+    if written is None:
+        return None
+    return "new" if old_token is None else "changed"
 
 
 def store_factors(
