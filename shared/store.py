@@ -261,8 +261,9 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     written = _write_values(session, seq_id, bfile, token)
     if written is None:
         return _refused("values", seq_id, token)
+    # Fresh from the OEIS: as good as a check.
     session.execute(
-        Sequence.__table__.update().where(Sequence.id == seq_id).values(missing_at=None)
+        update(Sequence).where(Sequence.id == seq_id).values(missing_at=None, checked_at=func.now())
     )
     if written != "same":
         refresh_document(session, seq_id)
@@ -464,6 +465,46 @@ def _upsert_sequence(
     return session.execute(stmt.returning(Sequence.id)).first() is not None
 
 
+# How long after an entry's modification time data fetched from the OEIS is taken to
+# include that modification: more than a download can take (a task's time limit is 15
+# minutes), plus clock differences, plus the second-resolution of the OEIS's times.
+REVISION_MARGIN = timedelta(hours=1)
+
+
+def covers(fetched_at: datetime, modified: datetime | None) -> bool:
+    """Whether data fetched from the OEIS at `fetched_at` is known to include the entry's
+    revision made at `modified`."""
+    return modified is not None and fetched_at >= modified + REVISION_MARGIN
+
+
+def _known_revision(session: Session, entry: Entry) -> int | None:
+    """`entry`'s revision if the cached values (if any; else any values downloaded from
+    now on) are known to be at least that revision, else None.
+
+    Values fetched before the revision was made would otherwise pass for current: say
+    the values were downloaded, the entry edited, and only then the name loaded.
+    """
+    if entry.revision is None:
+        return None
+    fetched = select(SequenceValues.fetched_at).where(SequenceValues.id == entry.id)
+    since = session.scalar(select(func.coalesce(fetched.scalar_subquery(), func.now())))
+    return entry.revision if covers(since, entry.modified) else None
+
+
+def _metadata(entry: Entry, revision: int | None) -> dict[str, object]:
+    """The columns an entry's metadata is stored in."""
+    return {
+        "name": entry.name,
+        "offset": entry.offset,
+        "xrefs": entry.xrefs,
+        "keywords": entry.keywords,
+        "author": entry.author,
+        "revision": revision,
+        "modified": entry.modified,
+        "meta_fetched_at": func.now(),
+    }
+
+
 def store_metadata(session: Session, entry: Entry, token: int) -> bool:
     if not _guarded(session, entry.id, token):
         return _refused("metadata", entry.id, token)
@@ -472,12 +513,7 @@ def store_metadata(session: Session, entry: Entry, token: int) -> bool:
         entry.id,
         "meta_token",
         token,
-        name=entry.name,
-        offset=entry.offset,
-        xrefs=entry.xrefs,
-        keywords=entry.keywords,
-        author=entry.author,
-        meta_fetched_at=func.now(),
+        **_metadata(entry, _known_revision(session, entry)),
         missing_at=None,
     )
     if not written:
