@@ -14,7 +14,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -118,19 +118,34 @@ def _document(answer: object, expires: float = math.inf) -> Document:
     return Document(hashlib.md5(body).hexdigest(), body, expires)
 
 
+def _iso(when: datetime | None) -> str | None:
+    """An ISO 8601 time in UTC, whatever the database's time zone."""
+    return None if when is None else when.astimezone(UTC).isoformat()
+
+
 def read_metadata_document(seq_id: str) -> Document | None:
     """The get_oeis_metadata answer, once both the metadata and the back-references
     are stored (None until then)."""
     row = _read_one(
-        "SELECT name, xrefs, backrefs FROM sequences WHERE id = %(id)s"
-        " AND meta_fetched_at IS NOT NULL AND backrefs_fetched_at IS NOT NULL",
+        "SELECT name, xrefs, backrefs, revision, modified, checked_at FROM sequences"
+        " WHERE id = %(id)s AND meta_fetched_at IS NOT NULL AND backrefs_fetched_at IS NOT NULL",
         {"id": seq_id},
     )
     if row is None:
         return None
-    name, xrefs, backrefs = row
+    name, xrefs, backrefs, revision, modified, checked_at = row
     return _document(
-        {"id": seq_id, "name": name, "xrefs": "\n".join(xrefs or []), "backrefs": backrefs or []}
+        {
+            "id": seq_id,
+            "name": name,
+            "xrefs": "\n".join(xrefs or []),
+            "backrefs": backrefs or [],
+            # The OEIS revision cached (null: not known) and when it was made; when we
+            # last found the cached data current (null: never checked).
+            "revision": revision,
+            "modified": _iso(modified),
+            "checked": _iso(checked_at),
+        }
     )
 
 
