@@ -48,7 +48,7 @@ factor-worker: install ## Run only a factor worker (FACTOR_CONCURRENCY=N, defaul
 bench-factors: install ## Time factoring 1,000 Fibonacci and 60 Euclid numbers (no services)
 	$(BIN)/python bench/factors.py
 
-beat: install ## Run only celery beat (periodic lock purging); run exactly one
+beat: install ## Run only celery beat (lock purges, refresh sweeps); run exactly one
 	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
 
 test: install ## Run the test suite (needs PostgreSQL and Redis on 127.0.0.1)

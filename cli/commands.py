@@ -8,6 +8,7 @@ errors do not depend on the Celery app loading.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import Counter
@@ -21,11 +22,11 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from shared import cache_admin, database_admin
+from shared import cache_admin, database_admin, store
 from shared.config import ConfigError, Settings, get_settings, redacted
 from shared.lock import FINISHED_STATES, list_locks
 from shared.redis_db import get_redis
-from shared.work import values_work
+from shared.work import Work, refresh_work, values_work
 
 # Seconds between looks at prefetched tasks; progress lines every this long without a tty.
 POLL_INTERVAL = 0.5
@@ -38,6 +39,17 @@ OUTCOMES = {
     "missing": "not in the OEIS",
     "refused": "refused as stale (the cache was cleared meanwhile)",
     "skipped": "left to another task",
+}
+# What each refresh outcome means, for the refresh summary (see shared/ingest.py: a
+# check may also join a download already running for the sequence).
+REFRESH_OUTCOMES = {
+    **OUTCOMES,
+    "unchanged": "unchanged",
+    "new_terms": "with new or corrected terms",
+    "new_metadata": "with new metadata (same terms)",
+    "recent": "checked meanwhile by another task",
+    "not_cached": "no longer cached",
+    "refused": "refused as stale (forgotten or cleared meanwhile)",
 }
 MAX_FAILURES_SHOWN = 10
 
@@ -302,7 +314,11 @@ def _error(state: str, result: Any) -> str:
 
 
 def _watch(tasks: dict[str, str], tally: _Tally) -> None:
-    """Show progress until every task (task id -> sequence id) has finished."""
+    """Show progress until every task (task id -> sequence id) has finished.
+
+    A task that succeeded but reports an "error" (a refresh that met an upstream fault
+    and kept the cached data) counts as failed.
+    """
     from shared.queue_admin import task_states
 
     redraw = sys.stdout.isatty()
@@ -311,7 +327,9 @@ def _watch(tasks: dict[str, str], tally: _Tally) -> None:
     while True:
         tally.running = 0
         for task_id, (state, result) in task_states(list(pending)).items():
-            if state == "SUCCESS":
+            if state == "SUCCESS" and result.get("error"):
+                tally.failures[tasks[task_id]] = result["error"]
+            elif state == "SUCCESS":
                 tally.outcomes[result.get("outcome", "?")] += 1
             elif state in FINISHED_STATES:
                 tally.failures[tasks[task_id]] = _error(state, result)
@@ -330,12 +348,45 @@ def _watch(tasks: dict[str, str], tally: _Tally) -> None:
         time.sleep(POLL_INTERVAL)
 
 
-def _summary(tally: _Tally) -> str:
-    parts = [f"{n} {OUTCOMES.get(outcome, outcome)}" for outcome, n in tally.outcomes.items()]
+@dataclass(frozen=True)
+class _Batch:
+    """The wording of a command that queues a task per sequence and watches them."""
+
+    work: str  # what one task does, plural: "downloads"
+    did: str  # "Prefetched"
+    outcomes: dict[str, str]
+    failed: str = "failed"
+
+
+def _run_batch(ctx: click.Context, works: list[tuple[str, Work]], batch: _Batch) -> None:
+    """Queue each sequence's work as bulk work (joining work already queued or running),
+    show progress until all has finished, then a summary; exit 1 if any failed."""
+    from shared.queue_admin import enqueue
+
+    tally = _Tally(len(works))
+    tasks: dict[str, str] = {}  # task id -> sequence id
+    try:
+        for seq_id, work in works:
+            tasks[enqueue(work)] = seq_id
+        click.echo(f"Queued {batch.work} of {len(works)} sequences.")
+        _watch(tasks, tally)
+    except KeyboardInterrupt:
+        unqueued = len(works) - len(tasks)
+        click.echo(
+            f"\nStopped watching; {len(tasks) - tally.finished} {batch.work} are not finished "
+            "yet. They stay queued and the workers will run them (`backscope status` shows "
+            "the queue)." + (f" {unqueued} were never queued." if unqueued else "")
+        )
+        ctx.exit(130)
+    parts = [f"{n} {batch.outcomes.get(outcome, outcome)}" for outcome, n in tally.outcomes.items()]
     if tally.failures:
-        parts.append(f"{len(tally.failures)} failed")
+        parts.append(f"{len(tally.failures)} {batch.failed}")
     took = _duration(time.monotonic() - tally.started)
-    return f"Prefetched {_count(tally.total, 'sequence')} in {took}: {', '.join(parts)}."
+    click.echo(f"{batch.did} {_count(tally.total, 'sequence')} in {took}: {', '.join(parts)}.")
+    for seq_id, error in list(tally.failures.items())[:MAX_FAILURES_SHOWN]:
+        click.echo(f"  {seq_id}: {error}")
+    if tally.failures:
+        ctx.exit(1)
 
 
 @main.command()
@@ -352,28 +403,77 @@ def prefetch(ctx: click.Context, targets: list[str]) -> None:
     run. Exits with status 1 if any download failed.
     """
     _settings()
-    from shared.queue_admin import enqueue
+    works = [(seq_id, values_work(seq_id)) for seq_id in targets]
+    _run_batch(ctx, works, _Batch("downloads", "Prefetched", OUTCOMES))
 
-    tally = _Tally(len(targets))
-    tasks: dict[str, str] = {}  # task id -> sequence id
-    try:
-        for seq_id in targets:
-            tasks[enqueue(values_work(seq_id))] = seq_id
-        click.echo(f"Queued downloads of {len(targets)} sequences.")
-        _watch(tasks, tally)
-    except KeyboardInterrupt:
-        unqueued = len(targets) - len(tasks)
-        click.echo(
-            f"\nStopped watching; {len(tasks) - tally.finished} downloads are not finished "
-            "yet. They stay queued and the workers will run them (`backscope status` shows "
-            "the queue)." + (f" {unqueued} were never queued." if unqueued else "")
-        )
-        ctx.exit(130)
-    click.echo(_summary(tally))
-    for seq_id, error in list(tally.failures.items())[:MAX_FAILURES_SHOWN]:
-        click.echo(f"  {seq_id}: {error}")
-    if tally.failures:
-        ctx.exit(1)
+
+# ---------------------------------------------------------------- refresh
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class _Duration(click.ParamType):
+    """A duration in seconds, written 90s, 30m, 12h, 7d or 2w (bare numbers: seconds)."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"([0-9]{1,9})([smhdw]?)", str(value).strip())
+        if not match:
+            self.fail(f"{value!r} is not a duration such as 90s, 30m, 12h, 7d or 2w", param, ctx)
+        return int(match[1]) * _UNITS[match[2] or "s"]
+
+
+def _period(seconds: float) -> str:
+    """A setting's duration the way it reads best: 7d, 12h, 30m or 90s."""
+    seconds = round(seconds)
+    for unit in "dhm":
+        if seconds and seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+@main.command()
+@click.argument("targets", nargs=-1, metavar="[ID_OR_RANGE...]", callback=_targets)
+@click.option("--all", "everything", is_flag=True, help="Check every cached sequence.")
+@click.option(
+    "--older-than",
+    type=_Duration(),
+    help="Only sequences not checked for longer than this (90s, 30m, 12h, 7d, 2w), or never.",
+)
+@click.pass_context
+def refresh(
+    ctx: click.Context, targets: list[str], everything: bool, older_than: int | None
+) -> None:
+    """Check cached sequences against the OEIS now.
+
+    Examples: backscope refresh A000045 A000040; backscope refresh --older-than 3d;
+    backscope refresh --all
+
+    Each check costs one small OEIS request (none with BACKSCOPE_OEISDATA_DIR); the
+    b-file is downloaded again only when the entry changed. New terms, corrections and
+    names replace the cached ones at once; requests meanwhile get the old data. Shows
+    progress, then what changed. Sequences that are not cached are left alone. Exits
+    with status 1 if any check failed (that sequence's cached data is kept).
+    """
+    settings = _settings()
+    if everything and targets:
+        raise click.UsageError("--all checks every cached sequence: name none with it")
+    if not (targets or everything or older_than is not None):
+        raise click.UsageError("name sequences, or pass --all or --older-than")
+    chosen = cache_admin.refresh_targets(settings.database_url, older_than, targets or None)
+    skipped = len(targets) - len(chosen) if targets else 0
+    if skipped:
+        reason = "not cached" if older_than is None else "not cached or checked recently"
+        click.echo(f"Leaving {_count(skipped, 'named sequence')} alone ({reason}).")
+    if not chosen:
+        click.echo("Nothing to check.")
+        return
+    works = [(seq_id, refresh_work(seq_id, older_than or 0)) for seq_id in chosen]
+    batch = _Batch("checks", "Checked", REFRESH_OUTCOMES, "failed (their cached data is kept)")
+    _run_batch(ctx, works, batch)
 
 
 # ---------------------------------------------------------------- status
@@ -393,6 +493,16 @@ def _revision(db: cache_admin.DatabaseStatus) -> str:
     )
 
 
+def _refresh_backlog(backlog: store.RefreshBacklog, refresh_after: int) -> str:
+    older = _period(refresh_after)
+    text = f"{backlog.unchecked} not checked for over {older} (BACKSCOPE_REFRESH_AFTER)"
+    if backlog.failing:
+        text += f", {backlog.failing} failing"
+    if backlog.unchecked:
+        text += f"; `backscope refresh --older-than {older}` checks them now"
+    return text
+
+
 def _workers(hosts: set[str]) -> str:
     if not hosts:
         return "none answering (`make worker` starts one)"
@@ -404,14 +514,17 @@ def status() -> None:
     """Show revision, cache, queues, workers, locks.
 
     The database's migration revision against the code's head, how many sequences
-    are cached, how many tasks wait in each queue, which workers answer a ping, and
-    how many locks are held.
+    are cached, how many of them were not checked against the OEIS for longer than
+    BACKSCOPE_REFRESH_AFTER, how many tasks wait in each queue, which workers answer a
+    ping, and how many locks are held.
     """
     settings = _settings()
-    db = cache_admin.database_status(settings.database_url)
+    db = cache_admin.database_status(settings.database_url, settings.refresh_after)
     rows = [("postgres", db.description), ("revision", _revision(db))]
     if db.revision:
         rows.append(("cached", f"{_count(db.sequences, 'sequence')}, {db.with_values} with values"))
+    if db.refresh is not None:
+        rows.append(("refresh", _refresh_backlog(db.refresh, settings.refresh_after)))
     client = get_redis("locks")
     try:
         client.ping()

@@ -214,21 +214,37 @@ class DatabaseStatus:
     error: str | None = None  # why the database could not be read
     with_values: int = 0
     sequences: int = 0
+    # None when the schema predates refreshing (migration 0006) or nobody asked.
+    refresh: store.RefreshBacklog | None = None
 
 
-def database_status(database_url: str) -> DatabaseStatus:
-    """Revision against head and how much is cached; never raises for a database problem."""
+def database_status(database_url: str, refresh_after: float | None = None) -> DatabaseStatus:
+    """Revision against head and how much is cached (and, given `refresh_after`, how
+    many cached sequences wait for a check); never raises for a database problem."""
     description, head = database_admin.describe(database_url), database_admin.head_revision()
+    backlog = None
     try:
         revision = database_admin.current_revision(database_url)
         with _session(database_url) as session:
-            if revision is None or not inspect(session.connection()).has_table(
-                SequenceValues.__tablename__
-            ):
+            inspector = inspect(session.connection())
+            if revision is None or not inspector.has_table(SequenceValues.__tablename__):
                 return DatabaseStatus(description, revision, head)
             sequences = session.scalar(select(func.count()).select_from(Sequence)) or 0
             with_values = session.scalar(select(func.count()).select_from(SequenceValues)) or 0
+            columns = {column["name"] for column in inspector.get_columns(Sequence.__tablename__)}
+            if refresh_after is not None and "checked_at" in columns:
+                backlog = store.refresh_backlog(session, refresh_after)
     except SQLAlchemyError as exc:
         message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return DatabaseStatus(description, None, head, error=message)
-    return DatabaseStatus(description, revision, head, None, with_values, sequences)
+    return DatabaseStatus(description, revision, head, None, with_values, sequences, backlog)
+
+
+def refresh_targets(
+    database_url: str, older_than: float | None, seq_ids: list[str] | None
+) -> list[str]:
+    """The cached sequences a `backscope refresh` checks, oldest check first: those of
+    `seq_ids` (all cached ones when None) last checked more than `older_than` seconds
+    ago (or never; any time when None)."""
+    with _session(database_url) as session:
+        return store.refresh_candidates(session, older_than, seq_ids=seq_ids)

@@ -70,6 +70,10 @@ class Settings:
     client_work_limit: int  # units of new work one client may have outstanding
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...]  # believed for X-Forwarded-For
     search_ttl: int  # seconds a cached search result is served
+    # Following the OEIS (docs/maintenance.md, "Refreshing").
+    refresh_interval: int  # seconds between beat's refresh sweeps
+    refresh_after: int  # seconds after its last check a cached sequence is checked again
+    refresh_batch: int  # the most sequences one sweep checks (0: no refreshing)
 
     def redis_db_url(self, use: str) -> str:
         """The URL of the Redis database for one use (see the module docstring)."""
@@ -221,6 +225,9 @@ def load_settings() -> Settings:
         client_work_limit=int(_number("BACKSCOPE_CLIENT_WORK_LIMIT", "12", int, 1)),
         trusted_proxies=_networks("BACKSCOPE_TRUSTED_PROXIES"),
         search_ttl=int(_number("BACKSCOPE_SEARCH_TTL", "604800", int, 0)),
+        refresh_interval=int(_number("BACKSCOPE_REFRESH_INTERVAL", "3600", int, 1)),
+        refresh_after=int(_number("BACKSCOPE_REFRESH_AFTER", "604800", int, 0)),
+        refresh_batch=int(_number("BACKSCOPE_REFRESH_BATCH", "500", int, 0)),
     )
 
 

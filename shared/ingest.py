@@ -3,26 +3,31 @@
 Each function is idempotent and writes in one transaction; `token` is the fencing token
 of the lock the caller holds. They return a short outcome for the task's result:
 "stored", "cached" (nothing to do), "missing" (the OEIS has no such sequence) or
-"refused" (newer data is stored, or the cache was cleared meanwhile).
+"refused" (newer data is stored, or the cache was cleared meanwhile); `refresh` has
+outcomes of its own.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
-from shared.errors import NotFound
+from shared.errors import BackscopeError, NotFound
 from shared.models import Sequence, SequenceValues
 from shared.oeis import OEISClient
 from shared.parsing import Entry
 from shared.store import (
+    read_refresh_state,
     store_backrefs,
     store_metadata,
     store_missing,
+    store_refresh,
+    store_refresh_failure,
     store_search,
     store_values,
 )
@@ -137,3 +142,68 @@ def run_search(client: OEISClient, term: str, token: int) -> str:
         download,
         lambda session, results, token: store_search(session, term, results, token),
     )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a sequence's next refresh is put off after failures (store_refresh_failure)."""
+
+    step: float
+    cap: float
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    # "new_terms", "new_metadata" or "unchanged" (stored); "failed" (the cached data is
+    # kept as it was, `error` says why); "recent" (checked less than max_age seconds
+    # ago); "not_cached"; "refused" (forgotten or cleared meanwhile).
+    outcome: str
+    error: str | None = None
+
+
+def refresh(
+    client: OEISClient,
+    source: MetadataSource,
+    seq_id: str,
+    token: int,
+    max_age: float,
+    backoff: Backoff,
+) -> Refreshed:
+    """Check what is cached for `seq_id` against the OEIS and store what changed.
+
+    One metadata request (none with a local oeisdata source) says whether the cached
+    values are still current (shared.store.RefreshState.values_current); only when
+    they may not be is the b-file downloaded again. Nothing cached is touched until the
+    new data is stored in one fenced transaction, so requests meanwhile get the old
+    data; a failure stores nothing but the backoff.
+    """
+    with session_scope() as session:
+        state = read_refresh_state(session, seq_id)
+    if state is None:
+        return Refreshed("not_cached")
+    if state.checked_age is not None and state.checked_age < max_age:
+        return Refreshed("recent")
+    try:
+        entry = source.entry(seq_id)
+        bfile = None if state.values_current(entry) else client.bfile(seq_id)
+    except BackscopeError as exc:
+        with session_scope() as session:
+            store_refresh_failure(session, seq_id, token, backoff.step, backoff.cap)
+        log.warning("refresh.failed", extra={"seq_id": seq_id, "error": str(exc)})
+        return Refreshed("failed", str(exc))
+    with session_scope() as session:
+        outcome = store_refresh(session, entry, bfile, token)
+        if outcome is None:
+            session.rollback()
+            log.warning("store.write_refused", extra={"what": "refresh", "seq_id": seq_id})
+            return Refreshed("refused")
+    log.info(
+        "refresh.checked",
+        extra={
+            "seq_id": seq_id,
+            "outcome": outcome,
+            "revision": entry.revision,
+            "bfile": bfile is not None,
+        },
+    )
+    return Refreshed(outcome)

@@ -55,6 +55,18 @@ class Sequence(Base):
     # Set when the OEIS answered that no such sequence exists; remembered for
     # BACKSCOPE_NOT_FOUND_TTL seconds so repeated requests do not go upstream.
     missing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The OEIS revision of the cached entry and when it was made (the entry's "time").
+    # `revision` is recorded only when everything cached is known to be at least that
+    # revision (NULL: not known), so a refresh that finds the same revision upstream
+    # needs no b-file (shared/ingest.py: refresh).
+    revision: Mapped[int | None] = mapped_column(Integer)
+    modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the cached data was last found current (a check, or a download); NULL: never
+    # checked. Beat's refresh sweep checks the oldest first.
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Refreshes that failed in a row, and the earliest time the next may be tried.
+    refresh_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refresh_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SequenceValues(Base):

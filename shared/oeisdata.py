@@ -1,8 +1,9 @@
 """Metadata and back-references from a local copy of the OEIS's `oeisdata` repository.
 
 The repository holds every entry as `seq/A000/A000045.seq` in the OEIS internal format:
-lines `%N A000045 <name>`, `%O A000045 <offset>`, `%Y A000045 <xref line>`, `%K ...`,
-`%A ...` and others. With a checkout configured (BACKSCOPE_OEISDATA_DIR), names,
+lines `%I A000045 M0692 N0256 #1523 Jan 15 2024 10:00:00` (old ids, then the revision
+and when it was made), `%N A000045 <name>`, `%O A000045 <offset>`, `%Y A000045 <xref
+line>`, `%K ...`, `%A ...` and others. With a checkout configured (BACKSCOPE_OEISDATA_DIR), names,
 offsets, xrefs, keywords and back-references need no web requests; values still come
 from b-files. Back-references are found with ripgrep when it is installed (well under
 a second over the whole repository), otherwise by scanning the files in Python.
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from shared.errors import NotFound, UpstreamBadData
@@ -25,6 +27,14 @@ log = logging.getLogger(__name__)
 MAX_ENTRY_BYTES = 4 * 2**20
 _LINE = re.compile(r"%([A-Za-z]) (A[0-9]{6})(?: (.*))?")
 _FILE = re.compile(r"A[0-9]{6}\.seq")
+# The revision and its time at the end of the %I line.
+_REVISION = re.compile(
+    r"#([0-9]{1,9})(?:\s+([A-Z][a-z]{2}\s+[0-9]{1,2}\s+[0-9]{4}\s+[0-9]{2}:[0-9]{2}:[0-9]{2}))?"
+)
+# %I times carry no zone; the OEIS keeps US Eastern time. Read as UTC-5 (EST), a summer
+# (EDT, UTC-4) time comes out an hour later than it was: never earlier, so a refresh
+# may download a b-file once more than needed but never keeps one that changed.
+_OEIS_ZONE = timezone(timedelta(hours=-5))
 
 
 class LocalOEIS:
@@ -55,6 +65,7 @@ class LocalOEIS:
                 fields.setdefault(match.group(1), []).append(match.group(3) or "")
         if not fields.get("N"):
             raise UpstreamBadData(f"local entry {seq_id} has no %N name line")
+        revision, modified = _revision(fields.get("I", [""])[0])
         return Entry(
             id=seq_id,
             name=fields["N"][0],
@@ -62,6 +73,8 @@ class LocalOEIS:
             xrefs=fields.get("Y", []),
             keywords=fields.get("K", [""])[0],
             author=fields.get("A", [""])[0],
+            revision=revision,
+            modified=modified,
         )
 
     def mentions(self, seq_id: str, max_pages: int | None = None) -> tuple[list[str], bool]:
@@ -106,3 +119,18 @@ class LocalOEIS:
             except OSError as exc:  # one unreadable file does not hide the others
                 log.warning("oeisdata.unreadable", extra={"path": str(path), "error": exc.strerror})
         return found
+
+
+def _revision(identification: str) -> tuple[int | None, datetime | None]:
+    """The revision number and its time from an %I line's text ("M0692 N0256 #1523 Jan 15
+    2024 10:00:00"); None for what it does not give."""
+    match = _REVISION.search(identification)
+    if not match:
+        return None, None
+    if not match[2]:
+        return int(match[1]), None
+    try:
+        when = datetime.strptime(" ".join(match[2].split()), "%b %d %Y %H:%M:%S")
+    except ValueError:
+        return int(match[1]), None
+    return int(match[1]), when.replace(tzinfo=_OEIS_ZONE)

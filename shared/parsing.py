@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.errors import UpstreamBadData
@@ -46,6 +47,10 @@ class Entry:
     xrefs: list[str]
     keywords: str
     author: str
+    # The entry's revision number and when that revision was made (None if not given):
+    # what a refresh compares to know whether the cached data is still current.
+    revision: int | None = None
+    modified: datetime | None = None
 
 
 def canonical_value(text: str) -> str | None:
@@ -131,7 +136,26 @@ def parse_entry(item: Any) -> Entry | None:
         else [],
         keywords=clean_text(item["keyword"]) if isinstance(item.get("keyword"), str) else "",
         author=clean_text(item["author"]) if isinstance(item.get("author"), str) else "",
+        revision=parse_revision(item.get("revision")),
+        modified=parse_time(item["time"]) if isinstance(item.get("time"), str) else None,
     )
+
+
+def parse_revision(value: Any) -> int | None:
+    """A revision number (a non-negative JSON integer), or None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return value
+    return None
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time with its UTC offset ("2024-01-15T10:00:00-05:00"), or None: a
+    time without an offset does not say when it was."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when if when.utcoffset() is not None else None
 
 
 def parse_offset(text: str) -> int | None:

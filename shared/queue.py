@@ -95,6 +95,13 @@ app.conf.update(
             "schedule": float(settings.purge_interval),
             "options": {"expires": float(settings.purge_interval)},
         },
+        # One query and a few hundred messages: it runs ahead of bulk work, and the
+        # checks it queues are bulk work themselves (worker/tasks/refresh.py).
+        "refresh-cached-sequences": {
+            "task": "backscope.refresh_sweep",
+            "schedule": float(settings.refresh_interval),
+            "options": {"expires": float(settings.refresh_interval), "priority": BACKGROUND},
+        },
     },
 )
 

@@ -14,9 +14,9 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import ColumnElement, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -49,7 +49,8 @@ class Cached:
         """Whether factorizations are stored for every term a request for `count` gets.
 
         The factor task stores them in index order from the first index, so the last
-        index having one means all of them do.
+        index having one means all of them do. (Until a refresh's correction of a term
+        is factored again: the refresh schedules that factoring itself.)
         """
         last = self.first_index + self.size(count) - 1
         return self.factored_through is not None and self.factored_through >= last
@@ -117,19 +118,34 @@ def _document(answer: object, expires: float = math.inf) -> Document:
     return Document(hashlib.md5(body).hexdigest(), body, expires)
 
 
+def _iso(when: datetime | None) -> str | None:
+    """An ISO 8601 time in UTC, whatever the database's time zone."""
+    return None if when is None else when.astimezone(UTC).isoformat()
+
+
 def read_metadata_document(seq_id: str) -> Document | None:
     """The get_oeis_metadata answer, once both the metadata and the back-references
     are stored (None until then)."""
     row = _read_one(
-        "SELECT name, xrefs, backrefs FROM sequences WHERE id = %(id)s"
-        " AND meta_fetched_at IS NOT NULL AND backrefs_fetched_at IS NOT NULL",
+        "SELECT name, xrefs, backrefs, revision, modified, checked_at FROM sequences"
+        " WHERE id = %(id)s AND meta_fetched_at IS NOT NULL AND backrefs_fetched_at IS NOT NULL",
         {"id": seq_id},
     )
     if row is None:
         return None
-    name, xrefs, backrefs = row
+    name, xrefs, backrefs, revision, modified, checked_at = row
     return _document(
-        {"id": seq_id, "name": name, "xrefs": "\n".join(xrefs or []), "backrefs": backrefs or []}
+        {
+            "id": seq_id,
+            "name": name,
+            "xrefs": "\n".join(xrefs or []),
+            "backrefs": backrefs or [],
+            # The OEIS revision cached (null: not known) and when it was made; when we
+            # last found the cached data current (null: never checked).
+            "revision": revision,
+            "modified": _iso(modified),
+            "checked": _iso(checked_at),
+        }
     )
 
 
@@ -258,17 +274,15 @@ def store_values(session: Session, seq_id: str, bfile: BFile, token: int) -> boo
     if not _guarded(session, seq_id, token):
         return _refused("values", seq_id, token)
     _ensure_sequence(session, seq_id)
-    _copy_terms(session, bfile.terms)
-    _drop_stale_factors(session, seq_id, bfile.first_index, token)
-    written = session.execute(
-        _UPSERT_VALUES, {"id": seq_id, "first_index": bfile.first_index, "token": token}
-    ).first()
+    written = _write_values(session, seq_id, bfile, token)
     if written is None:
         return _refused("values", seq_id, token)
+    # Fresh from the OEIS: as good as a check (the refresh sweep starts from here).
     session.execute(
-        Sequence.__table__.update().where(Sequence.id == seq_id).values(missing_at=None)
+        update(Sequence).where(Sequence.id == seq_id).values(missing_at=None, checked_at=func.now())
     )
-    refresh_document(session, seq_id)
+    if written != "same":
+        refresh_document(session, seq_id)
     return True
 
 
@@ -353,32 +367,66 @@ def refresh_document(session: Session, seq_id: str) -> None:
     session.execute(_DOCUMENT, {"id": seq_id, "placeholder": placeholder_name(seq_id)})
 
 
-def _drop_stale_factors(session: Session, seq_id: str, first_index: int, token: int) -> None:
-    """Before older values are replaced by different ones, delete their factorizations.
-
-    Locks the values row first (FOR UPDATE), so a factor batch checking the row under
-    FOR SHARE (store_factors) either commits before this and is deleted here, or sees
-    the new values token afterwards and is refused. Replacing values is rare (two
-    downloads racing), and then usually with the same terms: those keep their factors.
-    The terms are compared inside PostgreSQL, against `incoming_terms`, so a large
-    sequence is never held twice in this process.
+# Whether the stored terms are exactly the incoming ones (the b-file parsed again).
+_SAME_TERMS = text(
     """
-    old = session.execute(
-        select(SequenceValues.token, SequenceValues.first_index)
-        .where(SequenceValues.id == seq_id)
-        .with_for_update()
-    ).first()
-    if old is None or old.token >= token:
-        return  # nothing stored, or the upsert below will not replace it
-    same = old.first_index == first_index and session.scalar(
-        text(
-            "SELECT terms = (SELECT array_agg(term ORDER BY position) FROM incoming_terms) "
-            "FROM sequence_values WHERE id = :id"
-        ),
-        {"id": seq_id},
+    SELECT v.first_index = :first_index
+           AND v.terms = (SELECT array_agg(term ORDER BY position) FROM incoming_terms)
+    FROM sequence_values AS v WHERE v.id = :id
+    """
+)
+
+# Deletes the factorizations of every index whose term is new or changed (or gone):
+# a factorization depends only on its term, so those of unchanged indices stay. The old
+# terms are unnested once and joined to the incoming ones by index, so a long sequence
+# is compared in one pass inside PostgreSQL.
+_DROP_CHANGED_FACTORS = text(
+    """
+    DELETE FROM factorizations AS f
+    WHERE f.id = :id AND f.n NOT IN (
+        SELECT v.first_index + o.ord - 1
+        FROM sequence_values AS v
+        CROSS JOIN LATERAL unnest(v.terms) WITH ORDINALITY AS o(term, ord)
+        JOIN incoming_terms AS i
+            ON i.position = v.first_index + o.ord - 1 - :first_index AND i.term = o.term
+        WHERE v.id = :id)
+    """
+)
+
+
+def _write_values(session: Session, seq_id: str, bfile: BFile, token: int) -> str | None:
+    """Write the terms under `token` unless values with a newer token are stored.
+
+    Returns "new" (none were stored), "same" (identical: only the token and download
+    time move, nothing is rewritten), "changed" (replaced; the factorizations of the
+    changed indices are deleted) or None (refused). Locks the values row first (FOR
+    UPDATE), so a factor batch checking the row under FOR SHARE (store_factors) either
+    commits before this and is judged here, or sees the new values token afterwards
+    and is refused. The terms are compared inside PostgreSQL, against
+    `incoming_terms`, so a large sequence is never held twice in this process.
+    """
+    _copy_terms(session, bfile.terms)
+    old_token = session.scalar(
+        select(SequenceValues.token).where(SequenceValues.id == seq_id).with_for_update()
     )
-    if not same:
-        session.execute(delete(Factorization).where(Factorization.id == seq_id))
+    if old_token is not None:
+        if old_token >= token:
+            return None
+        params = {"id": seq_id, "first_index": bfile.first_index}
+        if session.scalar(_SAME_TERMS, params):
+            session.execute(
+                update(SequenceValues)
+                .where(SequenceValues.id == seq_id)
+                .values(token=token, fetched_at=func.now())
+            )
+            return "same"
+        session.execute(_DROP_CHANGED_FACTORS, params)
+    written = session.execute(
+        _UPSERT_VALUES, {"id": seq_id, "first_index": bfile.first_index, "token": token}
+    ).first()
+    if written is None:
+        return None
+    return "new" if old_token is None else "changed"
 
 
 def store_factors(
@@ -433,6 +481,46 @@ def _upsert_sequence(
     return session.execute(stmt.returning(Sequence.id)).first() is not None
 
 
+# How long after an entry's modification time data fetched from the OEIS is taken to
+# include that modification: more than a download can take (a task's time limit is 15
+# minutes), plus clock differences, plus the second-resolution of the OEIS's times.
+REVISION_MARGIN = timedelta(hours=1)
+
+
+def covers(fetched_at: datetime, modified: datetime | None) -> bool:
+    """Whether data fetched from the OEIS at `fetched_at` is known to include the entry's
+    revision made at `modified`."""
+    return modified is not None and fetched_at >= modified + REVISION_MARGIN
+
+
+def _known_revision(session: Session, entry: Entry) -> int | None:
+    """`entry`'s revision if the cached values (if any; else any values downloaded from
+    now on) are known to be at least that revision, else None.
+
+    Values fetched before the revision was made would otherwise pass for current: say
+    the values were downloaded, the entry edited, and only then the name loaded.
+    """
+    if entry.revision is None:
+        return None
+    fetched = select(SequenceValues.fetched_at).where(SequenceValues.id == entry.id)
+    since = session.scalar(select(func.coalesce(fetched.scalar_subquery(), func.now())))
+    return entry.revision if covers(since, entry.modified) else None
+
+
+def _metadata(entry: Entry, revision: int | None) -> dict[str, object]:
+    """The columns an entry's metadata is stored in."""
+    return {
+        "name": entry.name,
+        "offset": entry.offset,
+        "xrefs": entry.xrefs,
+        "keywords": entry.keywords,
+        "author": entry.author,
+        "revision": revision,
+        "modified": entry.modified,
+        "meta_fetched_at": func.now(),
+    }
+
+
 def store_metadata(session: Session, entry: Entry, token: int) -> bool:
     if not _guarded(session, entry.id, token):
         return _refused("metadata", entry.id, token)
@@ -441,18 +529,178 @@ def store_metadata(session: Session, entry: Entry, token: int) -> bool:
         entry.id,
         "meta_token",
         token,
-        name=entry.name,
-        offset=entry.offset,
-        xrefs=entry.xrefs,
-        keywords=entry.keywords,
-        author=entry.author,
-        meta_fetched_at=func.now(),
+        **_metadata(entry, _known_revision(session, entry)),
         missing_at=None,
     )
     if not written:
         return _refused("metadata", entry.id, token)
     refresh_document(session, entry.id)
     return True
+
+
+@dataclass(frozen=True)
+class RefreshState:
+    """What a refresh compares with the OEIS's entry (read_refresh_state)."""
+
+    revision: int | None  # see Sequence.revision
+    values_fetched_at: datetime | None  # None: no values cached
+    checked_age: float | None  # seconds since the last check; None: never checked
+
+    def values_current(self, entry: Entry) -> bool:
+        """Whether the cached values (if any) are known to be the OEIS's current ones:
+        the entry's revision is the one recorded, or was made well before the values
+        were downloaded. Otherwise the b-file must be downloaded to know."""
+        if self.values_fetched_at is None:
+            return True
+        if entry.revision is not None and entry.revision == self.revision:
+            return True
+        return covers(self.values_fetched_at, entry.modified)
+
+
+def read_refresh_state(session: Session, seq_id: str) -> RefreshState | None:
+    """The sequence's refresh state; None unless its values or its metadata are cached."""
+    row = session.execute(
+        select(
+            Sequence.revision,
+            SequenceValues.fetched_at,
+            func.extract("epoch", func.now() - Sequence.checked_at),
+        )
+        .outerjoin(SequenceValues, SequenceValues.id == Sequence.id)
+        .where(
+            Sequence.id == seq_id,
+            or_(SequenceValues.id.is_not(None), Sequence.meta_fetched_at.is_not(None)),
+        )
+    ).first()
+    if row is None:
+        return None
+    revision, fetched_at, age = row
+    return RefreshState(revision, fetched_at, None if age is None else float(age))
+
+
+_METADATA_FIELDS = ("name", "offset", "xrefs", "keywords", "author")
+
+
+def store_refresh(session: Session, entry: Entry, bfile: BFile | None, token: int) -> str | None:
+    """Store what a refresh found, in one fenced transaction: the terms of `bfile` if it
+    was downloaded (after `entry`), the entry's metadata and revision, and the time of
+    the check. Call it only when the cached values are current
+    (RefreshState.values_current) or `bfile` holds the current ones.
+
+    Returns "new_terms" (terms appended or corrected; their factorizations dropped),
+    "new_metadata" (the name, offset, xrefs, keywords or author changed) or "unchanged";
+    None when refused (the sequence was forgotten or the cache cleared since `token`
+    was handed out, or newer values are stored): then the caller rolls back.
+    """
+    seq_id = entry.id
+    if not _guarded(session, seq_id, token):
+        return None
+    # Locked so the metadata compared is the metadata replaced; FOR NO KEY UPDATE lets a
+    # factor batch (values FOR SHARE, then this row FOR KEY SHARE) finish first.
+    columns = [getattr(Sequence, field) for field in _METADATA_FIELDS]
+    before = session.execute(
+        select(Sequence.meta_fetched_at, *columns)
+        .where(Sequence.id == seq_id)
+        .with_for_update(key_share=True)
+    ).first()
+    if before is None:
+        return None
+    written = None if bfile is None else _write_values(session, seq_id, bfile, token)
+    if bfile is not None and written is None:
+        return None
+    has_values = session.scalar(select(SequenceValues.id).where(SequenceValues.id == seq_id))
+    revision = entry.revision if has_values else _known_revision(session, entry)
+    # Newer metadata (a metadata task that took its lock after this refresh) is kept.
+    metadata_written = _upsert_sequence(
+        session, seq_id, "meta_token", token, **_metadata(entry, revision)
+    )
+    session.execute(
+        update(Sequence)
+        .where(Sequence.id == seq_id)
+        .values(checked_at=func.now(), refresh_failures=0, refresh_retry_at=None)
+    )
+    new_terms = written in ("new", "changed")
+    new_metadata = metadata_written and (
+        before.meta_fetched_at is None
+        or tuple(before)[1:] != tuple(getattr(entry, field) for field in _METADATA_FIELDS)
+    )
+    if new_terms or (metadata_written and before.name != entry.name):
+        refresh_document(session, seq_id)
+    if new_terms:
+        return "new_terms"
+    return "new_metadata" if new_metadata else "unchanged"
+
+
+def store_refresh_failure(
+    session: Session, seq_id: str, token: int, step: float, cap: float
+) -> bool:
+    """Count a failed refresh and put off the next try: after n failures in a row, by
+    step * (2^(n-1) - 1) seconds (with the sweep interval as `step`: the next sweep,
+    then every other sweep, every fourth, ...), at most `cap`. Nothing cached changes."""
+    if not _guarded(session, seq_id, token):
+        return _refused("refresh_failure", seq_id, token)
+    session.execute(
+        text(
+            """
+            UPDATE sequences SET
+                refresh_failures = refresh_failures + 1,
+                refresh_retry_at = now() + make_interval(secs => least(
+                    :cap, :step * (power(2, least(refresh_failures, 40)) - 1)))
+            WHERE id = :id
+            """
+        ),
+        {"id": seq_id, "step": step, "cap": cap},
+    )
+    return True
+
+
+def _cached() -> ColumnElement[bool]:
+    """Sequences with something cached: values or metadata."""
+    has_values = select(SequenceValues.id).where(SequenceValues.id == Sequence.id).exists()
+    return or_(has_values, Sequence.meta_fetched_at.is_not(None))
+
+
+def _checked_before(seconds: float) -> ColumnElement[bool]:
+    """Last checked more than `seconds` ago, or never."""
+    return or_(
+        Sequence.checked_at.is_(None),
+        Sequence.checked_at < func.now() - timedelta(seconds=seconds),
+    )
+
+
+def refresh_candidates(
+    session: Session,
+    older_than: float | None,
+    limit: int | None = None,
+    seq_ids: list[str] | None = None,
+    backoff: bool = False,
+) -> list[str]:
+    """Cached sequences last checked more than `older_than` seconds ago or never (all
+    of them when None), oldest first, at most `limit`; only those in `seq_ids` if given.
+    With `backoff`, those whose failed refreshes put off the next try are left out."""
+    query = select(Sequence.id).where(_cached())
+    if older_than is not None:
+        query = query.where(_checked_before(older_than))
+    if seq_ids is not None:
+        query = query.where(Sequence.id.in_(seq_ids))
+    if backoff:
+        query = query.where(
+            or_(Sequence.refresh_retry_at.is_(None), Sequence.refresh_retry_at <= func.now())
+        )
+    query = query.order_by(Sequence.checked_at.asc().nulls_first(), Sequence.id).limit(limit)
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class RefreshBacklog:
+    unchecked: int  # cached sequences not checked for longer than asked (or never)
+    failing: int  # cached sequences whose last refresh failed
+
+
+def refresh_backlog(session: Session, older_than: float) -> RefreshBacklog:
+    unchecked = func.count().filter(_checked_before(older_than))
+    failing = func.count().filter(Sequence.refresh_failures > 0)
+    row = session.execute(select(unchecked, failing).where(_cached())).one()
+    return RefreshBacklog(*row)
 
 
 def store_backrefs(session: Session, seq_id: str, backrefs: list[str], token: int) -> bool:

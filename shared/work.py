@@ -32,6 +32,12 @@ def values_work(seq_id: str) -> Work:
     return Work("values", seq_id, "backscope.fetch_values", (seq_id,))
 
 
+def refresh_work(seq_id: str, max_age: int = 0) -> Work:
+    """Check a cached sequence against the OEIS and store what changed, unless it was
+    checked in the last `max_age` seconds. It holds the values lock: it may replace them."""
+    return Work("values", seq_id, "backscope.refresh_sequence", (seq_id, max_age))
+
+
 def metadata_work(seq_id: str) -> Work:
     return Work("metadata", seq_id, "backscope.fetch_metadata", (seq_id,))
 

@@ -17,6 +17,10 @@ Failure modes are switched on with plain attributes (``latency``, ``throttle``,
 ``legacy_shape``, ``oversize``), read on every request, or over HTTP for other
 processes: ``GET /_fake/stats``, ``GET|POST /_fake/config``, ``POST /_fake/reset``.
 
+The OEIS is edited every day: :meth:`FakeOEIS.publish` (or ``POST /_fake/publish``)
+publishes a new revision of a sequence at run time (terms appended or changed, a new
+name), with its ``revision`` bumped and its ``time`` set to now, until :meth:`reset`.
+
 Use it in tests::
 
     with FakeOEIS() as oeis:
@@ -39,8 +43,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -181,6 +186,13 @@ def _made_up_values(number: int) -> tuple[int, list[int]] | None:
     return None
 
 
+def _bfile_terms(data: bytes) -> tuple[int, list[str]]:
+    """(first index, values) of a well-formed b-file."""
+    rows = [line.split() for line in data.decode().splitlines()]
+    rows = [row for row in rows if row and not row[0].startswith("#")]
+    return int(rows[0][0]), [value for _, value in rows]
+
+
 def _insert_malformed(data: bytes) -> bytes:
     """Insert a non-numeric line in the middle of a b-file."""
     lines = data.splitlines(keepends=True)
@@ -285,6 +297,20 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/_fake/reset" and method == "POST":
             fake.reset()
             payload = fake.switches()
+        elif path == "/_fake/publish" and method == "POST":
+            try:
+                edit = json.loads(body or b"{}")
+                if not isinstance(edit, dict) or not isinstance(edit.get("id"), str):
+                    raise ValueError('the body must be a JSON object with an "id"')
+                payload = fake.publish(
+                    edit["id"],
+                    append=edit.get("append", []),
+                    change={int(k): v for k, v in (edit.get("change") or {}).items()},
+                    name=edit.get("name"),
+                )
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._send_simple(400, APPLICATION_JSON, json.dumps({"error": str(exc)}))
+                return
         else:
             self._send_simple(404, TEXT_HTML, NOT_FOUND_HTML)
             return
@@ -428,6 +454,9 @@ class FakeOEIS:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._bfile_cache: dict[int, bytes | None] = {}
+        # New revisions published at run time (publish), until reset: entries, b-files.
+        self._published: dict[int, dict[str, Any]] = {}
+        self._published_bfiles: dict[int, bytes] = {}
         self._entries = self._load_entries()
         self._texts = {n: json.dumps(e, ensure_ascii=False) for n, e in self._entries.items()}
 
@@ -481,10 +510,51 @@ class FakeOEIS:
     # ------------------------------------------------------------------ switches
 
     def reset(self) -> None:
-        """Clear the recorded requests and set every switch back to its default."""
+        """Clear the recorded requests, set every switch back to its default and forget
+        the revisions published since the start."""
         with self._lock:
             self.requests.clear()
+            self._published.clear()
+            self._published_bfiles.clear()
         self.configure(**self.DEFAULTS)
+
+    def publish(
+        self,
+        seq_id: str,
+        append: Iterable[int | str] = (),
+        change: Mapping[int, int | str] | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Publish a new revision of ``seq_id``, as an OEIS editor would: ``append`` terms
+        to its b-file, ``change`` terms (index -> value), give it a new ``name``. Its
+        ``revision`` goes up by one and its ``time`` becomes now. Returns the new entry.
+
+        Raises ValueError for an unknown sequence, an index it does not have, a value
+        that is not an integer, or A999999 (streamed, never held whole).
+        """
+        seq_id = _normalize_id(seq_id)
+        number = int(seq_id[1:])
+        entry = self.entry(number)
+        data = self._published_bfiles.get(number) or self._base_bfile(number)
+        if entry is None or data is None:
+            raise ValueError(f"the fake OEIS cannot publish {seq_id}")
+        first, values = _bfile_terms(data)
+        for index, value in (change or {}).items():
+            if not 0 <= index - first < len(values):
+                raise ValueError(f"{seq_id} has no index {index}")
+            values[index - first] = str(int(value))
+        values += [str(int(value)) for value in append]
+        entry = {
+            **entry,
+            "name": entry["name"] if name is None else name,
+            "revision": entry["revision"] + 1,
+            "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        bfile = "".join(f"{first + i} {value}\n" for i, value in enumerate(values)).encode()
+        with self._lock:
+            self._published[number] = entry
+            self._published_bfiles[number] = bfile
+        return entry
 
     def configure(self, **switches: Any) -> None:
         """Set switches by name, coercing JSON values (lists become sets of ids).
@@ -592,6 +662,8 @@ class FakeOEIS:
 
     def entry(self, number: int) -> dict[str, Any] | None:
         """The search-result object of A<number>, or None if the fake does not know it."""
+        if number in self._published:
+            return self._published[number]
         if number in self._entries:
             return self._entries[number]
         if SYNTHETIC_FIRST <= number <= SYNTHETIC_LAST:
@@ -643,6 +715,19 @@ class FakeOEIS:
             self._bfile_cache[number] = data
         return data
 
+    def _base_bfile(self, number: int) -> bytes | None:
+        """The b-file of A<number> as first served (not A999999's), or None if unknown."""
+        made_up = _made_up_values(number)
+        if SYNTHETIC_FIRST <= number <= SYNTHETIC_LAST:
+            _, k = _synthetic_factor(number)
+            return "".join(f"{i} {i * k}\n" for i in range(SYNTHETIC_TERMS)).encode()
+        if made_up is not None:
+            first, values = made_up
+            return "".join(f"{first + i} {v}\n" for i, v in enumerate(values)).encode()
+        if number not in self._entries:
+            return None
+        return self._fixture_bfile(number)
+
     def _bfile(self, number: int) -> _Body | None:
         """The body of A<number>'s b-file, or None if unknown."""
         seq_id = f"A{number:06d}"
@@ -653,18 +738,9 @@ class FakeOEIS:
         malformed = seq_id in self.malformed
         if number == BIG_NUMBER:
             return self._big_bfile(malformed)
-        made_up = _made_up_values(number)
-        if SYNTHETIC_FIRST <= number <= SYNTHETIC_LAST:
-            _, k = _synthetic_factor(number)
-            data = "".join(f"{i} {i * k}\n" for i in range(SYNTHETIC_TERMS)).encode()
-        elif made_up is not None:
-            first, values = made_up
-            data = "".join(f"{first + i} {v}\n" for i, v in enumerate(values)).encode()
-        else:
-            fixture = self._fixture_bfile(number)
-            if fixture is None or number not in self._entries:
-                return None
-            data = fixture
+        data = self._published_bfiles.get(number) or self._base_bfile(number)
+        if data is None:
+            return None
         if malformed:
             data = _insert_malformed(data)
         return [data], len(data)
@@ -721,25 +797,27 @@ class FakeOEIS:
             match = _SEQ_ID.fullmatch(q[3:].strip())
             entry = self.entry(int(match[1])) if match else None
             return [entry] if entry else []
+        # The fixtures as currently published (searches other than id: see only them).
+        entries = {n: self._published.get(n, entry) for n, entry in self._entries.items()}
         match = _SEQ_ID.fullmatch(q)
         if match:
             number = int(match[1])
             mention = re.compile(rf"(?<![0-9A-Za-z])A{number:06d}(?![0-9])")
-            own = [self._entries[number]] if number in self._entries else []
+            own = [entries[number]] if number in entries else []
             others = [
-                self._entries[n]
-                for n in sorted(self._entries)
-                if n != number and mention.search(self._texts[n])
+                entries[n] for n in sorted(entries) if n != number and mention.search(self._text(n))
             ]
             return own + others
         if not q:
             return []
         term = q.casefold()
-        return [
-            self._entries[n]
-            for n in sorted(self._entries)
-            if term in self._entries[n]["name"].casefold()
-        ]
+        return [entries[n] for n in sorted(entries) if term in entries[n]["name"].casefold()]
+
+    def _text(self, number: int) -> str:
+        """A fixture entry as JSON text, as currently published."""
+        if number in self._published:
+            return json.dumps(self._published[number], ensure_ascii=False)
+        return self._texts[number]
 
     def _search_json(self, q: str, start_param: str) -> bytes:
         try:

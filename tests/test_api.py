@@ -88,7 +88,10 @@ def test_metadata_shape_and_backrefs_over_two_pages(client, fake_oeis) -> None:
     response = client.get("/api/get_oeis_metadata/A000045")
     assert response.status_code == 200
     body = response.get_json()
-    assert list(body) == ["id", "name", "xrefs", "backrefs"]
+    assert list(body) == ["id", "name", "xrefs", "backrefs", "revision", "modified", "checked"]
+    # The fixture's revision and time; the values were never downloaded nor checked.
+    assert (body["revision"], body["modified"]) == (1523, "2024-01-15T15:00:00+00:00")
+    assert body["checked"] is None
     assert body["xrefs"].startswith("Cf. A000032")
     assert "\n" in body["xrefs"]
     assert body["backrefs"] == sorted(body["backrefs"])

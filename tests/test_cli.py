@@ -41,6 +41,7 @@ COMMANDS = [
     ["locks"],
     ["locks", "release"],
     ["prefetch"],
+    ["refresh"],
 ]
 
 
@@ -82,7 +83,7 @@ def test_help_reads_well(command: list[str]) -> None:
 def test_command_list_is_not_truncated() -> None:
     listing = invoke("--help").output.split("Commands:")[1]
     lines = [line for line in listing.splitlines() if line.strip()]
-    assert len(lines) == 7
+    assert len(lines) == 8
     assert not [line for line in lines if line.endswith("...")]
 
 
@@ -290,10 +291,19 @@ def test_status(worker, settings, monkeypatch: pytest.MonkeyPatch) -> None:
     assert lines["postgres"] == database_admin.describe(settings.database_url)
     assert lines["revision"] == f"{database_admin.head_revision()} (the head: up to date)"
     assert lines["cached"] == "1 sequence, 1 with values"
+    assert lines["refresh"] == "0 not checked for over 7d (BACKSCOPE_REFRESH_AFTER)"
     assert lines["queues"].startswith(f"{DOWNLOADS_QUEUE} 0, maintenance 0")
     assert worker.name in lines["workers"]
     assert lines["locks"] == "1 held (`backscope locks` lists them)"
     cache_admin.release_target(get_redis("locks"), "A000040")
+    with session_scope() as session:  # as after migration 0006: never checked
+        session.execute(text("UPDATE sequences SET checked_at = NULL, refresh_failures = 2"))
+    output = invoke("status").output
+    lines = dict(re.split(r"\s+", line, maxsplit=1) for line in output.splitlines())
+    assert lines["refresh"] == (
+        "1 not checked for over 7d (BACKSCOPE_REFRESH_AFTER), 1 failing; "
+        "`backscope refresh --older-than 7d` checks them now"
+    )
 
 
 # ---------------------------------------------------------------- prefetch
@@ -372,3 +382,61 @@ def test_migrate_on_a_revision_the_migrations_do_not_know_is_one_line(database: 
 def test_forget_task_refuses_a_bare_string(database: str) -> None:
     with pytest.raises(cache_admin.MaintenanceError, match="must be a list"):
         maintenance_tasks.forget("A000045")
+
+
+# ---------------------------------------------------------------- refresh
+
+
+def summary(output: str) -> tuple[str, set[str]]:
+    """The summary line's start ("Checked 3 sequences") and its parts, in any order."""
+    head, _, parts = output.splitlines()[-1].partition(": ")
+    return re.sub(r" in \d+s$", "", head), set(parts.rstrip(".").split(", "))
+
+
+def test_refresh_by_hand(worker, fake_oeis) -> None:
+    assert invoke("prefetch", "A910001-A910003").exit_code == 0
+    fake_oeis.publish("A910002", append=[3000])
+    result = invoke("refresh", "A910001-A910003", "A000045")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:2] == [
+        "Leaving 1 named sequence alone (not cached).",
+        "Queued checks of 3 sequences.",
+    ]
+    assert "3/3  done 3 · failed 0 · pending 0 (0 running)" in lines[-2]
+    # Prefetching loads no names: the checks bring them (and A910002's new term).
+    assert summary(result.output) == (
+        "Checked 3 sequences",
+        {"2 with new metadata (same terms)", "1 with new or corrected terms"},
+    )
+    with session_scope() as session:
+        assert session.get(SequenceValues, "A910002").terms[-1] == "3000"
+    assert fake_oeis.bfile_downloads("A910002") == 2
+    assert fake_oeis.bfile_downloads("A910001") == 1
+
+    assert invoke("refresh", "--older-than", "1h").output == "Nothing to check.\n"
+    again = invoke("refresh", "--all")
+    assert summary(again.output) == ("Checked 3 sequences", {"3 unchanged"})
+
+    fake_oeis.throttle_always = True
+    failed = invoke("refresh", "A910001")
+    assert failed.exit_code == 1
+    assert failed.output.splitlines()[-2].endswith(": 1 failed (their cached data is kept).")
+    assert failed.output.splitlines()[-1] == "  A910001: the OEIS answered 503 for /search"
+    assert stored_ids() == {"A910001", "A910002", "A910003"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "name sequences, or pass --all or --older-than"),
+        (["--all", "A000045"], "--all checks every cached sequence: name none with it"),
+        (["--older-than", "soon"], "'soon' is not a duration such as 90s, 30m, 12h, 7d or 2w"),
+        (["A45"], "is not an OEIS id"),
+    ],
+)
+def test_refresh_rejects_what_it_cannot_do(database: str, args: list[str], message: str) -> None:
+    result = invoke("refresh", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert queue_admin.queue_lengths()[DOWNLOADS_QUEUE] == 0

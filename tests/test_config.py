@@ -49,6 +49,11 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         (),
     )
     assert settings.api_workers == os.cpu_count()
+    assert (settings.refresh_interval, settings.refresh_after, settings.refresh_batch) == (
+        3600,
+        604800,
+        500,
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,6 +74,19 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         ("BACKSCOPE_TRUSTED_PROXIES", "10.0.0.0/8, nginx"),
         ("BACKSCOPE_WAIT_SLOTS", "33"),  # more than the 32 threads
         ("BACKSCOPE_CLIENT_WORK_LIMIT", "0"),
+        ("BACKSCOPE_REFRESH_INTERVAL", "0"),
+        ("BACKSCOPE_REFRESH_AFTER", "-1"),
+        ("BACKSCOPE_REFRESH_AFTER", "1.5"),
+        ("BACKSCOPE_REFRESH_BATCH", "lots"),
+        *[
+            (name, value)
+            for name in (
+                "BACKSCOPE_REFRESH_INTERVAL",
+                "BACKSCOPE_REFRESH_AFTER",
+                "BACKSCOPE_REFRESH_BATCH",
+            )
+            for value in ("nan", "inf")
+        ],
         *[
             (name, value)
             for name in (

@@ -194,6 +194,29 @@ def test_new_values_drop_old_factors_only_when_the_terms_changed(stored_naturals
     assert {n: row[0] for n, row in rows("A000027").items()} == {0: "[7,1]", 1: "[2,3]"}
 
 
+def test_new_values_drop_only_the_factors_of_changed_indices(stored_naturals) -> None:
+    assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"
+    corrected = [str(n) for n in range(1, 101)]
+    corrected[4] = "25"  # a(5) corrected, and two terms appended
+    with session_scope() as session:
+        assert store_values(session, "A000027", BFile(1, [*corrected, "101", "102"]), token=200)
+    kept = rows("A000027")
+    assert list(kept) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    assert {row[1] for row in kept.values()} == {100}  # not computed again
+    assert factor_values("A000027", 0, token=300, limits=LIMITS) == "stored"
+    everything = rows("A000027")
+    assert everything[5][0] == "[5,2]" and everything[102][0] == "[2,1;3,1;17,1]"
+    assert {everything[n][1] for n in kept} == {100}
+    # Compared index by index, whatever the first index: a b-file that now starts at
+    # a(0) = 0 (and has a(5) = 5 again) keeps all but a(5)'s, one shifted keeps none.
+    with session_scope() as session:
+        assert store_values(session, "A000027", BFile(0, [str(n) for n in range(103)]), 400)
+    assert sorted(rows("A000027")) == sorted(set(everything) - {5})
+    with session_scope() as session:
+        assert store_values(session, "A000027", BFile(2, [str(n) for n in range(1, 50)]), 500)
+    assert rows("A000027") == {}
+
+
 # ------------------------------------------------------------------ through the API
 
 

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -335,6 +336,58 @@ def test_counters(oeis: FakeOEIS) -> None:
     assert started <= oeis.requests[0].time <= last.time <= time.time()
 
 
+# ---------------------------------------------------------------------- new revisions
+
+
+def test_publish_a_new_revision(oeis: FakeOEIS) -> None:
+    before = search(oeis, "id:A000045").json()[0]
+    entry = oeis.publish("A000045", append=[1, 2], change={3: 7}, name="Fibonacci, edited")
+    assert search(oeis, "id:A000045").json()[0] == entry
+    assert entry["revision"] == before["revision"] + 1
+    modified = datetime.fromisoformat(entry["time"])
+    assert abs(modified - datetime.now().astimezone()) < timedelta(seconds=5)
+    assert (entry["name"], entry["xref"]) == ("Fibonacci, edited", before["xref"])
+    pairs = parse_bfile(get(oeis, "/A000045/b000045.txt").text)
+    assert pairs[:5] == [(0, 0), (1, 1), (2, 1), (3, 7), (4, 3)]
+    assert pairs[-3:] == [(1000, pairs[1000][1]), (1001, 1), (1002, 2)]
+    assert [e["number"] for e in search(oeis, "fibonacci, edited").json()] == [45]
+    # Revisions build on each other; a synthetic sequence can be edited too.
+    assert oeis.publish("A000045", change={0: 5})["revision"] == before["revision"] + 2
+    assert parse_bfile(get(oeis, "/A000045/b000045.txt").text)[:4] == [
+        (0, 5),
+        (1, 1),
+        (2, 1),
+        (3, 7),
+    ]
+    oeis.publish("A910001", append=[0])
+    assert parse_bfile(get(oeis, "/A910001/b910001.txt").text)[-1] == (1000, 0)
+    # Faults still apply to the new revision.
+    oeis.malformed.add("A000045")
+    assert MALFORMED_LINE in get(oeis, "/A000045/b000045.txt").text
+
+
+@pytest.mark.parametrize(
+    "seq_id, edit",
+    [
+        ("A000000", {}),  # unknown
+        ("A999999", {"append": [1]}),  # streamed, never held whole
+        ("A000045", {"change": {1001: 1}}),  # no such index
+        ("A000045", {"append": ["one"]}),
+    ],
+)
+def test_publish_refuses_what_it_cannot_do(oeis: FakeOEIS, seq_id: str, edit: dict) -> None:
+    with pytest.raises(ValueError):
+        oeis.publish(seq_id, **edit)
+    assert search(oeis, "id:A000045").json()[0]["revision"] == 1523
+
+
+def test_reset_forgets_published_revisions(oeis: FakeOEIS) -> None:
+    oeis.publish("A000040", change={1: 3}, name="Primes?")
+    oeis.reset()
+    assert search(oeis, "id:A000040").json()[0]["name"] == "The prime numbers."
+    assert parse_bfile(get(oeis, "/A000040/b000040.txt").text)[0] == (1, 2)
+
+
 def test_control_over_http(oeis: FakeOEIS) -> None:
     get(oeis, "/A000045/b000045.txt")
     stats = get(oeis, "/_fake/stats").json()
@@ -354,6 +407,18 @@ def test_control_over_http(oeis: FakeOEIS) -> None:
     assert requests.post(f"{oeis.url}/_fake/reset", timeout=TIMEOUT).status_code == 200
     assert oeis.throttle == 0 and not oeis.malformed and not oeis.legacy_shape
     assert oeis.count() == 0  # control paths are not counted, and reset cleared the rest
+
+    published = requests.post(
+        f"{oeis.url}/_fake/publish",
+        json={"id": "A000045", "append": [1], "change": {"0": 2}, "name": "F"},
+        timeout=TIMEOUT,
+    )
+    assert published.status_code == 200
+    assert published.json() == search(oeis, "id:A000045").json()[0]
+    assert published.json()["name"] == "F"
+    assert parse_bfile(get(oeis, "/A000045/b000045.txt").text)[0] == (0, 2)
+    unknown = requests.post(f"{oeis.url}/_fake/publish", json={"id": "A000000"}, timeout=TIMEOUT)
+    assert unknown.status_code == 400
 
 
 def test_standalone_mode() -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from shared import database_admin
-from tests.helpers import table_rows
+from tests.helpers import table_rows, wait_until
 
 
 @pytest.fixture
@@ -84,4 +84,41 @@ def test_upgrade_to_64_bit_indices_keeps_cached_data(empty_database: str) -> Non
         # and it now holds an index beyond 32 bits
         connection.execute(text("UPDATE sequence_values SET first_index = 3638334640025"))
         assert connection.scalar(text("SELECT first_index FROM sequence_values")) == 3638334640025
+    engine.dispose()
+
+
+def test_upgrade_to_refresh_bookkeeping_counts_cached_rows_as_never_checked(
+    empty_database: str,
+) -> None:
+    """0005 -> 0006: what was cached has no known revision and was never checked, so
+    the first refresh sweeps check it; the change notifications still fire."""
+    database_admin.upgrade(empty_database, "0005")
+    engine = create_engine(empty_database, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO sequences (id, name, "offset", meta_fetched_at)'
+                " VALUES ('A000045', 'Fibonacci numbers', 0, now())"
+            )
+        )
+    database_admin.upgrade(empty_database)
+    with engine.begin() as connection:
+        assert connection.execute(
+            text(
+                "SELECT name, revision, modified, checked_at, refresh_failures, refresh_retry_at"
+                " FROM sequences"
+            )
+        ).all() == [("Fibonacci numbers", None, None, None, 0, None)]
+    notified = engine.raw_connection()
+    try:
+        with notified.cursor() as cursor:
+            cursor.execute("LISTEN backscope_changes")
+        notified.commit()
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE sequences SET checked_at = now()"))
+        listener = notified.driver_connection
+        wait_until(lambda: listener.poll() or listener.notifies, 5, "the notification")
+        assert [n.payload for n in listener.notifies] == ["A000045"]
+    finally:
+        notified.close()
     engine.dispose()

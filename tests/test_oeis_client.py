@@ -9,6 +9,7 @@ import json
 import shutil
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -207,12 +208,20 @@ SEQ_LINES = {
 }
 
 
+def identification(entry: dict) -> str:
+    """The %I line's text: old ids, then the revision and its time in US Eastern (as
+    standard time, UTC-5: how shared/oeisdata.py reads it)."""
+    when = datetime.fromisoformat(entry["time"]).astimezone(timezone(timedelta(hours=-5)))
+    old_ids = f"{entry['id']} " if entry.get("id") else ""
+    return f"{old_ids}#{entry['revision']} {when:%b %d %Y %H:%M:%S}"
+
+
 def write_oeisdata(root: Path) -> None:
     """An oeisdata-shaped tree (seq/Axxx/Axxxxxx.seq) made from the fixture entries."""
     for path in FIXTURES.glob("A*.json"):
         entry = json.loads(path.read_text())
         seq_id = f"A{entry['number']:06d}"
-        lines = [f"%I {seq_id}"]
+        lines = [f"%I {seq_id} {identification(entry)}"]
         for field, letter in SEQ_LINES.items():
             values = entry.get(field)
             for value in values if isinstance(values, list) else [values] if values else []:
@@ -236,6 +245,8 @@ def test_local_oeisdata_matches_the_web(oeis, fake_oeis, oeisdata, use_rg) -> No
         pytest.skip("ripgrep (rg) is not installed")
     for seq_id in ("A000045", "A000040", "A078302", "A153080"):
         assert local.entry(seq_id) == oeis.entry(seq_id)
+        assert local.entry(seq_id).revision is not None
+        assert local.entry(seq_id).modified is not None
         assert local.mentions(seq_id) == oeis.mentions(seq_id, max_pages=10)
     assert local.mentions("A000045")[0]  # not trivially empty
     with pytest.raises(NotFound):

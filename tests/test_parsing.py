@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,31 @@ def test_entry_uses_number_not_the_old_id_field_and_survives_odd_fields() -> Non
     )
     assert entry is not None
     assert (entry.id, entry.offset, entry.xrefs, entry.keywords) == ("A000045", None, [], "")
+    assert (entry.revision, entry.modified) == (None, None)
+
+
+def test_entry_revision_and_time() -> None:
+    entry = parse_entry(
+        {"number": 45, "name": "F", "revision": 1523, "time": "2024-07-15T10:00:00-04:00"}
+    )
+    assert entry is not None
+    assert entry.revision == 1523
+    assert entry.modified == datetime(2024, 7, 15, 14, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "revision, time",
+    [
+        ("1523", "yesterday"),
+        (True, "2024-07-15T10:00:00"),  # a time without its offset says no instant
+        (-1, 1721052000),
+        (2**40, None),
+    ],
+)
+def test_unusable_revision_or_time_reads_as_unknown(revision: object, time: object) -> None:
+    entry = parse_entry({"number": 45, "name": "F", "revision": revision, "time": time})
+    assert entry is not None
+    assert (entry.revision, entry.modified) == (None, None)
 
 
 @pytest.mark.parametrize("raw", ["a000045", "A000045"])

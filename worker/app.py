@@ -24,6 +24,7 @@ app.conf.include = [
     "worker.tasks.factor",
     "worker.tasks.maintenance",
     "worker.tasks.purge",
+    "worker.tasks.refresh",
 ]
 # kombu's Redis transport, fixed so that a busy worker survives a Redis restart.
 app.conf.broker_transport = "worker.broker:Transport"
