@@ -22,7 +22,7 @@ from cli.commands import main
 from shared import cache_admin, database_admin, queue_admin
 from shared.db import session_scope
 from shared.lock import WorkLock, list_locks, lock_key
-from shared.models import Base
+from shared.models import Base, SequenceValues
 from shared.parsing import BFile
 from shared.redis_db import get_redis
 from shared.store import store_values
