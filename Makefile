@@ -9,7 +9,8 @@ RUN := PATH="$(BIN):$$PATH"
 # so it never mixes its made-up data with what `make run` caches.
 DEMO_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_demo \
 	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/4 \
-	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099
+	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099 \
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install run api worker beat migrate test lint format demo
@@ -30,6 +31,7 @@ migrate: install ## Create the database if missing and apply the committed migra
 
 # supervisord starts again any process that exits (supervisord.conf); Ctrl-C stops all.
 run: migrate ## Run API (gunicorn) + download and factor workers + beat; Ctrl-C stops all
+	$(BIN)/backscope reset-metrics
 	$(RUN) supervisord -c supervisord.conf
 
 api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
@@ -68,11 +70,13 @@ format: install ## Format and fix what ruff can
 BENCH_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_bench \
 	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/8 \
 	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099 \
-	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_OEIS_MAX_BYTES=209715200
+	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_OEIS_MAX_BYTES=209715200 \
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-bench
 
 .PHONY: bench bench-stack
 bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctrl-C stops it)
 	$(BENCH_ENV) $(BIN)/backscope migrate
+	$(BENCH_ENV) $(BIN)/backscope reset-metrics
 	$(BENCH_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
 bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
@@ -81,6 +85,7 @@ bench: install ## Print the performance table for a running bench-stack (BENCH_U
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate
+	$(DEMO_ENV) $(BIN)/backscope reset-metrics
 	$(DEMO_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
 # Maintenance (docs/maintenance.md). In production (BACKSCOPE_ENV=production) the

@@ -23,6 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import load_dotenv
 
 ENVIRONMENTS = ("development", "production", "testing")
+# Who may read GET /metrics: nobody, clients on this machine, anyone who reaches the API.
+METRICS_ACCESS = ("off", "local", "on")
+# Where the checkout is: the default home of the metrics directory.
+CHECKOUT = Path(__file__).resolve().parent.parent
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 # BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
@@ -70,6 +74,10 @@ class Settings:
     client_work_limit: int  # units of new work one client may have outstanding
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...]  # believed for X-Forwarded-For
     search_ttl: int  # seconds a cached search result is served
+    metrics: str  # who may read GET /metrics (METRICS_ACCESS)
+    # prometheus-client's multiprocess files, shared by every process of one stack
+    # (shared/metrics.py); emptied when the whole stack starts.
+    metrics_dir: Path
 
     def redis_db_url(self, use: str) -> str:
         """The URL of the Redis database for one use (see the module docstring)."""
@@ -96,6 +104,13 @@ def _text(name: str, default: str) -> str:
     value = os.environ.get(name, default).strip()
     if not value:
         raise ConfigError(f"{name} is set but empty")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(name, default)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -221,6 +236,10 @@ def load_settings() -> Settings:
         client_work_limit=int(_number("BACKSCOPE_CLIENT_WORK_LIMIT", "12", int, 1)),
         trusted_proxies=_networks("BACKSCOPE_TRUSTED_PROXIES"),
         search_ttl=int(_number("BACKSCOPE_SEARCH_TTL", "604800", int, 0)),
+        metrics=_choice("BACKSCOPE_METRICS", "local", METRICS_ACCESS),
+        metrics_dir=Path(_text("BACKSCOPE_METRICS_DIR", str(CHECKOUT / ".metrics")))
+        .expanduser()
+        .absolute(),
     )
 
 
