@@ -159,6 +159,13 @@ def test_access_setting_is_honoured(client, metrics_setting) -> None:
     metrics_setting(metrics="local", trusted_proxies=(ip_network("127.0.0.1"),))
     assert client.get("/metrics", headers={"X-Forwarded-For": "192.0.2.7"}).status_code == 403
     assert client.get("/metrics").status_code == 200
+    # On a unix socket (nginx in front) the peer has no address: the client is the one
+    # X-Forwarded-For names; a process on this machine that names none is local.
+    socket_peer = {"REMOTE_ADDR": ""}
+    metrics_setting(metrics="local")
+    assert client.get("/metrics", environ_base=socket_peer).status_code == 200
+    public = {"X-Forwarded-For": "192.0.2.7"}
+    assert client.get("/metrics", environ_base=socket_peer, headers=public).status_code == 403
     metrics_setting(metrics="on")
     assert client.get("/metrics", environ_base=far).status_code == 200
     metrics_setting(metrics="off")
