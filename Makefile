@@ -50,6 +50,15 @@ factor-worker: install ## Run only a factor worker (FACTOR_CONCURRENCY=N, defaul
 bench-factors: install ## Time factoring 1,000 Fibonacci and 60 Euclid numbers (no services)
 	$(BIN)/python bench/factors.py
 
+# Flower is optional and not installed by `make install`. It gets a metrics directory of
+# its own: it uses prometheus-client too, and must not add its series to the stack's.
+.PHONY: flower
+flower: install ## Celery web view on 127.0.0.1:5555 (first: .venv/bin/pip install -e '.[flower]')
+	@test -x $(BIN)/flower || $(BIN)/python -c 'import flower' 2>/dev/null || { \
+		echo "flower is optional: install it with  $(BIN)/pip install -e '.[flower]'" >&2; exit 2; }
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-flower $(RUN) celery -A worker.app flower \
+		--address=127.0.0.1 --port=5555
+
 beat: install ## Run only celery beat (periodic lock purging); run exactly one
 	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
 

@@ -9,8 +9,9 @@ run by `make run`; at boot in production, docs/deploy.md): emptying it under run
 processes would lose their counts.
 
 The library decides between single- and multiprocess mode when it is imported, from
-PROMETHEUS_MULTIPROC_DIR: this module sets that before importing it, and every other
-module reaches prometheus_client through here.
+PROMETHEUS_MULTIPROC_DIR: this module sets that before importing it (and switches the
+mode if something imported the library earlier), and every other module reaches
+prometheus_client through here.
 
 What is not a count (queue lengths, locks held, sequences cached) is read when scraped,
 in the scraping process, and never stored.
@@ -40,15 +41,15 @@ from prometheus_client import (  # noqa: E402 (needs PROMETHEUS_MULTIPROC_DIR fi
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
-from prometheus_client.values import ValueClass  # noqa: E402
 
-if not getattr(ValueClass, "_multiprocess", False):
-    raise RuntimeError(
-        "prometheus_client was imported before shared.metrics: import shared.metrics first"
-    )
+if not getattr(values.ValueClass, "_multiprocess", False):
+    # Something imported prometheus_client first (Flower does, before loading our app):
+    # the metrics made from here on are multiprocess all the same.
+    values.ValueClass = values.MultiProcessValue()
 
 log = logging.getLogger(__name__)
 
