@@ -121,6 +121,8 @@ def test_metrics_count_every_kind_of_request_and_task(client, fake_oeis) -> None
 
     for queue in ("downloads", "factors", "maintenance"):
         assert ("backscope_queue_length", frozenset({("queue", queue)})) in after
+    # Every download schedules its factoring; no test worker here takes the factors queue.
+    assert value(after, "backscope_queue_length", queue="factors") >= 1
     assert value(after, "backscope_locks_held") >= 0
     assert ("backscope_locks_held", frozenset()) in after
     assert value(after, "backscope_cached_sequences") == 1  # A000045
