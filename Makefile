@@ -9,7 +9,8 @@ RUN := PATH="$(BIN):$$PATH"
 # so it never mixes its made-up data with what `make run` caches.
 DEMO_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_demo \
 	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/4 \
-	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099
+	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099 \
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-demo
 
 .DEFAULT_GOAL := help
 .PHONY: help install run api worker beat migrate test lint format demo
@@ -30,6 +31,7 @@ migrate: install ## Create the database if missing and apply the committed migra
 
 # supervisord starts again any process that exits (supervisord.conf); Ctrl-C stops all.
 run: migrate ## Run API (gunicorn) + download and factor workers + beat; Ctrl-C stops all
+	$(BIN)/backscope reset-metrics
 	$(RUN) supervisord -c supervisord.conf
 
 api: install ## Run only the API (gunicorn on BACKSCOPE_PORT, default 5000)
@@ -47,6 +49,15 @@ factor-worker: install ## Run only a factor worker (FACTOR_CONCURRENCY=N, defaul
 
 bench-factors: install ## Time factoring 1,000 Fibonacci and 60 Euclid numbers (no services)
 	$(BIN)/python bench/factors.py
+
+# Flower is optional and not installed by `make install`. It gets a metrics directory of
+# its own: it uses prometheus-client too, and must not add its series to the stack's.
+.PHONY: flower
+flower: install ## Celery web view on 127.0.0.1:5555 (first: .venv/bin/pip install -e '.[flower]')
+	@test -x $(BIN)/flower || $(BIN)/python -c 'import flower' 2>/dev/null || { \
+		echo "flower is optional: install it with  $(BIN)/pip install -e '.[flower]'" >&2; exit 2; }
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-flower $(RUN) celery -A worker.app flower \
+		--address=127.0.0.1 --port=5555
 
 beat: install ## Run only celery beat (lock purges, refresh sweeps); run exactly one
 	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
@@ -68,11 +79,13 @@ format: install ## Format and fix what ruff can
 BENCH_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_bench \
 	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/8 \
 	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099 \
-	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_OEIS_MAX_BYTES=209715200
+	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_OEIS_MAX_BYTES=209715200 \
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-bench
 
 .PHONY: bench bench-stack
 bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctrl-C stops it)
 	$(BENCH_ENV) $(BIN)/backscope migrate
+	$(BENCH_ENV) $(BIN)/backscope reset-metrics
 	$(BENCH_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
 bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
@@ -81,6 +94,7 @@ bench: install ## Print the performance table for a running bench-stack (BENCH_U
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate
+	$(DEMO_ENV) $(BIN)/backscope reset-metrics
 	$(DEMO_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
 # Maintenance (docs/maintenance.md). In production (BACKSCOPE_ENV=production) the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from flask import Flask, Response
+from flask import Flask
 
 from shared.config import ConfigError, get_settings
 from shared.logs import configure_logging
@@ -18,6 +18,7 @@ def create_app() -> Flask:
     configure_logging()
 
     from api.errors import register_errors
+    from api.observe import register_observing
     from api.routes import bp
 
     app = Flask(__name__)
@@ -26,11 +27,5 @@ def create_app() -> Flask:
     app.json.compact = True
     app.register_blueprint(bp)
     register_errors(app)
-
-    @app.after_request
-    def allow_any_origin(response: Response) -> Response:
-        # The Numberscope front end calls us from the browser, from another origin.
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
-
+    register_observing(app)
     return app

@@ -25,11 +25,14 @@ def _trusted(address: str) -> bool:
 
 def client_address() -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy
-    (BACKSCOPE_TRUSTED_PROXIES), the last address in X-Forwarded-For that is not
-    itself a trusted proxy. Anyone else's X-Forwarded-For is ignored: a client could
-    write any address there."""
-    address = request.remote_addr or "unknown"
-    if not _trusted(address):
+    (BACKSCOPE_TRUSTED_PROXIES, or anyone on our unix socket), the last address in
+    X-Forwarded-For that is not itself a trusted proxy. Anyone else's X-Forwarded-For
+    is ignored: a client could write any address there."""
+    peer = request.remote_addr or ""
+    address = peer or "unknown"
+    # A unix socket's peer has no address: only a process on this machine can connect
+    # (nginx in front, docs/deploy.md), so it is trusted like BACKSCOPE_TRUSTED_PROXIES.
+    if peer and not _trusted(peer):
         return address
     forwarded = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
     for hop in reversed([hop for hop in forwarded if hop]):

@@ -30,6 +30,14 @@ accesslog = "-" if settings.access_log else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
+def child_exit(server, worker):  # gunicorn calls it in the master
+    # A worker that exited keeps its counts in BACKSCOPE_METRICS_DIR (shared/metrics.py);
+    # only its live gauges are forgotten.
+    from shared.metrics import process_exited
+
+    process_exited(worker.pid)
+
+
 def post_fork(server, worker):  # gunicorn calls it with these two
     import gc
 

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery.result import AsyncResult
+from flask import g
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
@@ -203,6 +204,8 @@ def obtain(
                 # The tasks finished but stored nothing readable (e.g. another task
                 # took over): let the client come back rather than loop here.
                 break
+            # Counted as an answer that needed work (api/observe.py), not a cached one.
+            g.needed_work = True
             tasks = {_start(work): work for work in found}
             task_ids = list(tasks)
             if not waiting and not (waiting := wait_slots().acquire(blocking=False)):

@@ -6,11 +6,12 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
 import unicodedata
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from time import time
+from time import monotonic, time
 from typing import TypeVar
 
 from celery.result import AsyncResult
@@ -405,8 +406,15 @@ def task_status(task_id: str) -> Response:
     return jsonify({"task": task_id, "state": state, "error": failure})
 
 
-@bp.get("/health")
-def health() -> Response:
+# A load balancer may poll /api/health every second: each process checks at most once
+# per HEALTH_TTL seconds (the worker ping waits up to a second) and answers from memory
+# meanwhile. Concurrent callers wait for the one check under way.
+HEALTH_TTL = 5.0
+_health_lock = threading.Lock()
+_health_checked: list[tuple[float, float, dict[str, str]]] = []  # (monotonic, time, checks)
+
+
+def _health_checks() -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
         with session_scope() as session:
@@ -424,7 +432,18 @@ def health() -> Response:
         checks["workers"] = f"up: {len(workers)}" if workers else "down: no worker answered"
     except Exception as exc:
         checks["workers"] = f"down: {type(exc).__name__}"
+    return checks
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Database, Redis and workers: checked at most every HEALTH_TTL seconds per
+    process; `checked_at` says when (Unix time)."""
+    with _health_lock:
+        if not _health_checked or monotonic() - _health_checked[0][0] >= HEALTH_TTL:
+            _health_checked[:] = [(monotonic(), time(), _health_checks())]
+        _, checked_at, checks = _health_checked[0]
     down = [name for name, state in checks.items() if not state.startswith("up")]
     if down:
-        return error(f"unavailable: {', '.join(down)}", 503, 30, **checks)
-    return jsonify({"status": "ok", **checks})
+        return error(f"unavailable: {', '.join(down)}", 503, 30, checked_at=checked_at, **checks)
+    return jsonify({"status": "ok", "checked_at": checked_at, **checks})

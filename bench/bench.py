@@ -14,6 +14,8 @@ says so in the table's heading. Prints one table:
   for uncached sequences from an OEIS that takes 25 s (answered, p50, p99); and how long
   another client's fresh request takes after one client's flood of 1,500 abandoned
   requests for unknown sequences;
+- cached small read again while a Prometheus-like scraper GETs /metrics every second
+  (scrapes must not slow cached reads; the scrape count and its slowest time shown);
 - cached chunk read: like the others, for `get_oeis_chunk` (1,024 terms of A000040);
 - ingest of the j-function-like A000521 (a 3.7 MB b-file): seconds and workers' peak RSS;
 - peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
@@ -110,6 +112,35 @@ def python_load(
         latencies[len(latencies) // 2],
         latencies[int(len(latencies) * 0.99)],
     )
+
+
+class Scraper:
+    """GET /metrics every `interval` seconds in a thread, as Prometheus would, while a
+    load runs; counts the scrapes that answered 200 and keeps the slowest."""
+
+    def __init__(self, base: str, interval: float = 1.0) -> None:
+        self.url = base + "/metrics"
+        self.interval = interval
+        self.answered = 0
+        self.slowest = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            while not self.stop.wait(self.interval):
+                started = time.perf_counter()
+                if session.get(self.url, timeout=10).status_code == 200:
+                    self.answered += 1
+                self.slowest = max(self.slowest, time.perf_counter() - started)
+
+    def __enter__(self) -> Scraper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 # ----------------------------------------------------------------------- scenarios
@@ -322,6 +353,18 @@ def main() -> None:
     for label, path in reads:
         rate, p50, p99 = load(base + path, 2, args.connections, args.seconds)
         rows.append((label, f"{rate:,.0f} req/s", f"p50 {p50:.1f} ms", f"p99 {p99:.1f} ms"))
+        if path == SMALL:
+            with Scraper(base) as scraper:
+                rate, p50, p99 = load(base + path, 2, args.connections, args.seconds)
+            rows.append(
+                (
+                    f"  same, /metrics scraped every 1 s ({scraper.answered} scrapes, "
+                    f"slowest {scraper.slowest * 1000:.0f} ms)",
+                    f"{rate:,.0f} req/s",
+                    f"p50 {p50:.1f} ms",
+                    f"p99 {p99:.1f} ms",
+                )
+            )
     count, served, wall = cold_burst(base, args.oeis)
     rows.append(
         (

@@ -104,6 +104,21 @@ def migrate() -> None:
     )
 
 
+@main.command("reset-metrics")
+def reset_metrics() -> None:
+    """Empty BACKSCOPE_METRICS_DIR before the stack starts.
+
+    Every process of the stack counts into files there (GET /metrics adds them up);
+    `make run` empties it first so counts start at zero. Never while the stack runs:
+    the running processes' counts would be lost.
+    """
+    _settings()
+    from shared import metrics
+
+    metrics.reset_directory()
+    click.echo(f"emptied {metrics.METRICS_DIR}")
+
+
 # ---------------------------------------------------------------- safety
 
 

@@ -23,6 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import load_dotenv
 
 ENVIRONMENTS = ("development", "production", "testing")
+# Who may read GET /metrics: nobody, clients on this machine, anyone who reaches the API.
+METRICS_ACCESS = ("off", "local", "on")
+# Where the checkout is: the default home of the metrics directory.
+CHECKOUT = Path(__file__).resolve().parent.parent
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 # BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
@@ -74,6 +78,10 @@ class Settings:
     refresh_interval: int  # seconds between beat's refresh sweeps
     refresh_after: int  # seconds after its last check a cached sequence is checked again
     refresh_batch: int  # the most sequences one sweep checks (0: no refreshing)
+    metrics: str  # who may read GET /metrics (METRICS_ACCESS)
+    # prometheus-client's multiprocess files, shared by every process of one stack
+    # (shared/metrics.py); emptied when the whole stack starts.
+    metrics_dir: Path
 
     def redis_db_url(self, use: str) -> str:
         """The URL of the Redis database for one use (see the module docstring)."""
@@ -100,6 +108,13 @@ def _text(name: str, default: str) -> str:
     value = os.environ.get(name, default).strip()
     if not value:
         raise ConfigError(f"{name} is set but empty")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(name, default)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -228,6 +243,10 @@ def load_settings() -> Settings:
         refresh_interval=int(_number("BACKSCOPE_REFRESH_INTERVAL", "3600", int, 1)),
         refresh_after=int(_number("BACKSCOPE_REFRESH_AFTER", "604800", int, 0)),
         refresh_batch=int(_number("BACKSCOPE_REFRESH_BATCH", "500", int, 0)),
+        metrics=_choice("BACKSCOPE_METRICS", "local", METRICS_ACCESS),
+        metrics_dir=Path(_text("BACKSCOPE_METRICS_DIR", str(CHECKOUT / ".metrics")))
+        .expanduser()
+        .absolute(),
     )
 
 

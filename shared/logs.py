@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +24,22 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "ta
 
 
 _context: ContextVar[Mapping[str, Any]] = ContextVar("log_context", default=MappingProxyType({}))
+
+
+def bind_log_context(**fields: Any) -> Token[Mapping[str, Any]]:
+    """Add these fields to every record logged in this context until
+    `reset_log_context(token)`: for a stretch of work that is not one block (a request,
+    from Flask's before_request to its teardown)."""
+    return _context.set({**_context.get(), **fields})
+
+
+def reset_log_context(token: Token[Mapping[str, Any]]) -> None:
+    _context.reset(token)
+
+
+def log_field(name: str) -> Any:
+    """A field of the current log context (None if not set)."""
+    return _context.get().get(name)
 
 
 @contextmanager

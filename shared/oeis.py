@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
+from urllib3.exceptions import ReadTimeoutError
 
+from shared import metrics
 from shared.config import Settings
 from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
 from shared.parsing import BFile, Entry, parse_bfile, parse_entries, parse_entry, search_results
@@ -49,8 +51,14 @@ class OEISClient:
         self.http = requests.Session()
         self.http.headers["User-Agent"] = settings.user_agent
 
-    def _lines(self, path: str, params: dict[str, str] | None, accept: str) -> Iterator[str]:
-        """GET `path` and yield the body's lines, enforcing type, size and timeouts."""
+    def _lines(
+        self, kind: str, path: str, params: dict[str, str] | None, accept: str
+    ) -> Iterator[str]:
+        """GET `path` and yield the body's lines, enforcing type, size and timeouts.
+
+        Counted in backscope_oeis_requests_total by `kind` (values, metadata, search)
+        and outcome: ok, not_found, throttled (429 or 503), timeout, or error (anything
+        else, also an answer we cannot use or a read cut short)."""
         if self.limiter:
             try:
                 self.limiter.wait()
@@ -61,6 +69,7 @@ class OEISClient:
         started = time.monotonic()
         size = 0
         status = None
+        outcome = "error"
         try:
             with self.http.get(
                 self.base + path,
@@ -91,18 +100,34 @@ class OEISClient:
                     pending = [last]
                 if any(pending):
                     yield b"".join(pending).decode("utf-8", "replace")
+            outcome = "ok"
+        except NotFound:
+            outcome = "not_found"
+            raise
+        except UpstreamUnavailable:
+            outcome = "throttled" if status in (429, 503) else "error"
+            raise
         except requests.Timeout as exc:
+            outcome = "timeout"
             raise UpstreamUnavailable(f"the OEIS did not answer {path} in time") from exc
         except requests.RequestException as exc:
+            # A read that times out in the middle of the body comes as a ConnectionError.
+            if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+                outcome = "timeout"
+                raise UpstreamUnavailable(f"the OEIS did not answer {path} in time") from exc
             raise UpstreamUnavailable(f"could not reach the OEIS for {path}") from exc
         finally:
+            seconds = time.monotonic() - started
+            metrics.oeis_requests.labels(kind, outcome).inc()
+            metrics.oeis_duration.labels(kind).observe(seconds)
             log.info(
                 "oeis.request",
                 extra={
                     "path": path,
                     "status": status,
                     "bytes": size,
-                    "duration_ms": round((time.monotonic() - started) * 1000),
+                    "outcome": outcome,
+                    "duration_ms": round(seconds * 1000),
                 },
             )
 
@@ -128,24 +153,26 @@ class OEISClient:
 
     def bfile(self, seq_id: str) -> BFile:
         number = seq_id[1:]
-        return parse_bfile(self._lines(f"/{seq_id}/b{number}.txt", None, "text/plain"), seq_id)
+        return parse_bfile(
+            self._lines("values", f"/{seq_id}/b{number}.txt", None, "text/plain"), seq_id
+        )
 
-    def _search(self, query: str, start: int = 0) -> Any:
+    def _search(self, kind: str, query: str, start: int = 0) -> Any:
         params = {"q": query, "fmt": "json"}
         if start:
             params["start"] = str(start)
-        body = "\n".join(self._lines("/search", params, "application/json"))
+        body = "\n".join(self._lines(kind, "/search", params, "application/json"))
         try:
             return json.loads(body)
         except ValueError as exc:
             raise UpstreamBadData(f"the OEIS search for {query[:60]!r} is not JSON") from exc
 
     def search(self, query: str, start: int = 0) -> list[Entry]:
-        return parse_entries(self._search(query, start))
+        return parse_entries(self._search("search", query, start))
 
     def entry(self, seq_id: str) -> Entry:
         """The one entry for `seq_id`; NotFound if the OEIS has none."""
-        for entry in self.search(f"id:{seq_id}"):
+        for entry in parse_entries(self._search("metadata", f"id:{seq_id}")):
             if entry.id == seq_id:
                 return entry
         raise NotFound(f"the OEIS has no sequence {seq_id}")
@@ -157,7 +184,8 @@ class OEISClient:
         """
         found: set[str] = set()
         for page in range(max_pages):
-            results = search_results(self._search(seq_id, start=page * PAGE_SIZE))
+            # Back-references are part of a sequence's metadata.
+            results = search_results(self._search("metadata", seq_id, start=page * PAGE_SIZE))
             found.update(entry.id for entry in map(parse_entry, results) if entry)
             if len(results) < PAGE_SIZE:
                 found.discard(seq_id)

@@ -17,7 +17,7 @@ import logging
 import sys
 import uuid
 
-from celery import Celery
+from celery import Celery, current_task
 from celery.result import AsyncResult
 from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from shared.config import ConfigError, get_settings
 from shared.errors import UpstreamUnavailable
 from shared.lock import FINISHED_STATES, WorkLock, lock_key, read_lock, release_value
+from shared.logs import log_field
 from shared.redis_db import get_redis
 from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
 
@@ -111,8 +112,26 @@ def task_state(task_id: str) -> str:
     return AsyncResult(task_id, app=app).state
 
 
+def _request_id() -> str | None:
+    """The id of the HTTP request this work is done for: the API's, or, for work a task
+    starts (a download's factoring), the one its own task carries."""
+    request_id = log_field("request_id")
+    if request_id is None and current_task:
+        request_id = current_task.request.get("request_id")
+    return request_id
+
+
 def _send(work: Work, task_id: str, priority: int) -> None:
-    app.send_task(work.task, args=work.args, task_id=task_id, priority=priority)
+    # The request id travels as a message header; the worker logs it with every
+    # record of the task (worker/app.py), so one request can be followed into it.
+    request_id = _request_id()
+    app.send_task(
+        work.task,
+        args=work.args,
+        task_id=task_id,
+        priority=priority,
+        headers={"request_id": request_id} if request_id else None,
+    )
 
 
 def _start(work: Work, priority: int) -> str:

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,10 @@ def _private_redis() -> str:
 
 
 REDIS_ADDRESS = _private_redis()
+# This test run's own Prometheus files, shared with the workers and stacks it starts
+# (they inherit the environment), never with another run.
+METRICS_DIR = tempfile.mkdtemp(prefix="backscope-metrics-")
+atexit.register(shutil.rmtree, METRICS_DIR, ignore_errors=True)
 
 os.environ.update(
     {
@@ -74,6 +79,7 @@ os.environ.update(
         "BACKSCOPE_OEIS_BACKOFF": "0.2",
         "BACKSCOPE_OEIS_READ_TIMEOUT": "3",
         "BACKSCOPE_OEIS_MAX_ATTEMPTS": "3",
+        "BACKSCOPE_METRICS_DIR": METRICS_DIR,
     }
 )
 
@@ -97,6 +103,9 @@ psycopg2.connect = _connect_tagged
 
 from sqlalchemy import text  # noqa: E402
 
+# Before any test module imports prometheus_client (its parser): the library picks
+# multiprocess mode when first imported (shared/metrics.py).
+import shared.metrics  # noqa: E402, F401
 from shared import database_admin  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402

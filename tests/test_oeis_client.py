@@ -60,7 +60,7 @@ def test_oversized_response_is_cut_off_at_the_cap(oeis, fake_oeis) -> None:
 
 def test_html_where_json_or_text_expected_is_bad_data(oeis) -> None:
     with pytest.raises(UpstreamBadData, match="text/html"):
-        list(oeis._lines("/search", {"q": "prime"}, "application/json"))
+        list(oeis._lines("search", "/search", {"q": "prime"}, "application/json"))
 
 
 def test_unknown_sequence(oeis) -> None:

@@ -1,18 +1,21 @@
 """The worker's entry point: `celery -A worker.app worker|beat`.
 
 The app itself is shared/queue.py's; this adds the task modules and what only a worker
-process needs: JSON logs with the task id, and fresh database connections per forked
-pool process.
+process needs: JSON logs with the task id, fresh database connections per forked
+pool process, and the task counts of /metrics (shared/metrics.py, imported before the
+pool forks so that every pool process counts into BACKSCOPE_METRICS_DIR).
 """
 
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from typing import Any
 
-from celery import current_task
-from celery.signals import setup_logging, worker_process_init
+from celery import Task, current_task
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
+from shared import metrics
 from shared.db import dispose_engine
 from shared.logs import configure_logging
 from shared.queue import app
@@ -35,14 +38,39 @@ app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
 
 
 class _TaskContext(logging.Filter):
-    """Put the running task's id and name on every log record."""
+    """Put the running task's id and name, and the id of the HTTP request it works for
+    (shared/queue.py sends it as a header), on every log record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         task = current_task
         if task and task.request.id and not hasattr(record, "task_id"):
             record.task_id = task.request.id
             record.task = task.name
+            request_id = task.request.get("request_id")
+            if request_id and not hasattr(record, "request_id"):
+                record.request_id = request_id
         return True
+
+
+# When each running task started (by task id), for backscope_task_duration_seconds. A
+# pool process runs one task at a time, but a retried task keeps its id: keyed by id
+# all the same, and popped when the task ends.
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _task_started(task_id: str, **_: Any) -> None:
+    _started[task_id] = perf_counter()
+
+
+@task_postrun.connect
+def _task_finished(task_id: str, task: Task, state: str | None = None, **_: Any) -> None:
+    """Count the task by name and outcome (its final Celery state: success, failure,
+    retry, ...)."""
+    started = _started.pop(task_id, None)
+    metrics.tasks.labels(task.name, (state or "unknown").lower()).inc()
+    if started is not None:
+        metrics.task_duration.labels(task.name).observe(perf_counter() - started)
 
 
 @setup_logging.connect
