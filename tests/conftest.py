@@ -1,9 +1,10 @@
-"""Test fixtures: a throwaway PostgreSQL database built by the migrations, Redis
-databases 12-15 of a private redis-server, a fake OEIS on 127.0.0.1 and real Celery
-worker subprocesses.
+"""Test fixtures: a throwaway PostgreSQL database built by the migrations on a private
+PostgreSQL cluster, Redis databases 12-15 of a private redis-server, a fake OEIS on
+127.0.0.1 and real Celery worker subprocesses.
 
 Nothing here touches the database or Redis databases that `make run` uses, and two
-test runs on one machine (say, a developer's and CI's) cannot take each other's tasks.
+test runs on one machine (say, a developer's and CI's) cannot take each other's tasks,
+connections or connection slots.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tests.fake_oeis import FakeOEIS
@@ -31,12 +31,15 @@ from tests.services import PostgresServer, RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
 DB_NAME = f"backscope_test_{uuid.uuid4().hex[:8]}"
-# The server the test database is created on; override to test against another one.
-SERVER_URL = os.environ.get(
-    "BACKSCOPE_TEST_SERVER_URL", "postgresql+psycopg2://root@127.0.0.1:5432"
-)
+MACHINE_POSTGRES = "postgresql+psycopg2://root@127.0.0.1:5432"
 
 _fake = FakeOEIS().start()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _private_redis() -> str:
@@ -44,9 +47,7 @@ def _private_redis() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         return "127.0.0.1:6379"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -61,6 +62,56 @@ def _private_redis() -> str:
     raise RuntimeError("redis-server did not start")
 
 
+def _postgres_program(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:  # Debian and Ubuntu keep the server's programs off PATH
+        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        found = str(candidates[-1]) if candidates else None
+    return found
+
+
+def _private_postgres() -> str:
+    """Start a throwaway PostgreSQL cluster (user root, trust, no fsync) on a free port
+    and return its URL; fall back to the machine's server without initdb and pg_ctl.
+
+    A cluster of its own, because a server is shared in more than data: other test runs
+    on the machine used up its connection slots ("too many clients already"), and older
+    versions of the tests ended every run's API connections by application_name.
+    PostgreSQL refuses to run as root: then the cluster belongs to the `postgres` user.
+    """
+    initdb, pg_ctl = _postgres_program("initdb"), _postgres_program("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        return MACHINE_POSTGRES
+    directory = Path(tempfile.mkdtemp(prefix="backscope-test-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = directory / "data"
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
+
+    def remove() -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
+    run(initdb, "-D", str(data), "-U", "root", "--auth=trust", "--no-sync")
+    port = _free_port()
+    options = (
+        f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+    log = str(directory / "log")
+    run(pg_ctl, "-D", str(data), "-w", "-t", "120", "-l", log, "-o", options, "start")
+    return f"postgresql+psycopg2://root@127.0.0.1:{port}"
+
+
+# The server the test database is created on: BACKSCOPE_TEST_SERVER_URL if set (say,
+# postgresql+psycopg2://root@127.0.0.1:5432 for the machine's own), else a private one.
+SERVER_URL = os.environ.get("BACKSCOPE_TEST_SERVER_URL") or _private_postgres()
 REDIS_ADDRESS = _private_redis()
 # This test run's own Prometheus files, shared with the workers and stacks it starts
 # (they inherit the environment), never with another run.
@@ -83,23 +134,6 @@ os.environ.update(
     }
 )
 
-
-def application_name(name: str) -> str:
-    """The application_name that this session's connections named `name` carry."""
-    return f"{name} {DB_NAME}"
-
-
-def _connect_tagged(*args, _connect=psycopg2.connect, **kwargs):
-    """psycopg2.connect, adding this session's database name to the application_name the
-    code gives its connections ("backscope-api", ...). Tests that end connections pick
-    them by database and name; a test run of an older version, which picked them by
-    name alone, ended every run's connections on the server, and so must not find ours."""
-    if "application_name" in kwargs:
-        kwargs["application_name"] = application_name(kwargs["application_name"])
-    return _connect(*args, **kwargs)
-
-
-psycopg2.connect = _connect_tagged
 
 from sqlalchemy import text  # noqa: E402
 

@@ -19,7 +19,6 @@ from shared.models import Sequence
 from shared.readcache import EVERYTHING
 from shared.redis_db import get_redis
 from shared.work import values_work
-from tests.conftest import application_name
 from tests.helpers import get_until_200, stored_ids, wait_until
 
 FIB = [0, 1]
@@ -278,26 +277,22 @@ def test_cached_data_needs_only_postgres(client, fake_oeis, monkeypatch) -> None
 
 
 API_BACKENDS = (
-    "FROM pg_stat_activity WHERE application_name = :name AND datname = current_database()"
+    "FROM pg_stat_activity "
+    "WHERE application_name = 'backscope-api' AND datname = current_database()"
 )
 
 
 def api_backends() -> int:
     """The API's pooled connections to this database (the session's own are not)."""
     with session_scope() as session:
-        return session.scalar(
-            text(f"SELECT count(*) {API_BACKENDS}"), {"name": application_name("backscope-api")}
-        )
+        return session.scalar(text(f"SELECT count(*) {API_BACKENDS}"))
 
 
 def test_dropped_database_connections_are_a_503_then_replaced(client, fake_oeis) -> None:
     assert client.get("/api/get_oeis_values/A000045/3").status_code == 200
     assert api_backends() >= 1
     with session_scope() as session:  # say PostgreSQL restarted: the API's pool is dead
-        session.execute(
-            text(f"SELECT pg_terminate_backend(pid) {API_BACKENDS}"),
-            {"name": application_name("backscope-api")},
-        )
+        session.execute(text(f"SELECT pg_terminate_backend(pid) {API_BACKENDS}"))
     wait_until(lambda: api_backends() == 0, 30, "the terminated connections to end")
     cached_reads.changed(EVERYTHING)  # so the next request asks the database
     first = client.get("/api/get_oeis_values/A000045/3")
