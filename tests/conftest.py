@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -42,6 +44,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _after_this_process(command: str) -> None:
+    """Run shell `command` once this process has ended, however it ends: SIGTERM (say,
+    from `timeout`) and SIGKILL skip atexit, and must not leave servers running."""
+    subprocess.Popen(
+        ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {command}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def _private_redis() -> str:
     """Start a throwaway redis-server on a free port; fall back to the machine's Redis."""
     binary = shutil.which("redis-server")
@@ -53,6 +67,11 @@ def _private_redis() -> str:
         stdout=subprocess.DEVNULL,
     )
     atexit.register(process.terminate)
+    # (Only if the pid is still this redis-server's: after atexit it may be another's.)
+    _after_this_process(
+        f"tr '\\0' ' ' < /proc/{process.pid}/cmdline 2>/dev/null"
+        f" | grep -q 'redis-server 127.0.0.1:{port}' && kill {process.pid}"
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as probe:
@@ -98,6 +117,8 @@ def _private_postgres() -> str:
         shutil.rmtree(directory, ignore_errors=True)
 
     atexit.register(remove)
+    stop = shlex.join([*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
+    _after_this_process(f"{stop}; rm -rf {shlex.quote(str(directory))}")
     run(initdb, "-D", str(data), "-U", "root", "--auth=trust", "--no-sync")
     port = _free_port()
     options = (
@@ -154,6 +175,9 @@ def database() -> Iterator[str]:
     database_admin.create_database(url)
     database_admin.upgrade(url)
     yield DB_NAME
+    # The API's change listeners (shared/readcache.py) would go on trying to connect to
+    # the dropped database until the interpreter exits, after pytest has closed stderr.
+    logging.getLogger("shared.readcache").disabled = True
     dispose_engine()
     database_admin.drop_database(url)
 
