@@ -7,6 +7,9 @@ BACKSCOPE_REDIS_URL's database number N:
     N + 1  Celery results
     N + 2  work locks and fencing tokens
     N + 3  OEIS rate limiter
+
+When nothing answers at the default addresses below, project-local servers can stand in
+for them (BACKSCOPE_EMBEDDED; shared/embedded.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import load_dotenv
 
 ENVIRONMENTS = ("development", "production", "testing")
+# The servers a development machine runs; only these may be replaced by project-local
+# ones (shared/embedded.py), never a server the user named.
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://root@127.0.0.1:5432/backscope"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+EMBEDDED_MODES = ("auto", "always", "never")
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 # BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
@@ -31,6 +39,7 @@ MAX_FACTOR_BUDGET = 600
 MAX_FACTOR_BITS = 14000
 # Threads of each API process that never wait for a worker (see wait_slots).
 RESERVED_THREADS = 8
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 
 class ConfigError(Exception):
@@ -70,6 +79,10 @@ class Settings:
     client_work_limit: int  # units of new work one client may have outstanding
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...]  # believed for X-Forwarded-For
     search_ttl: int  # seconds a cached search result is served
+    # Project-local PostgreSQL and Redis (shared/embedded.py): when to use them, and
+    # where their data lives.
+    embedded: str
+    data_dir: Path
 
     def redis_db_url(self, use: str) -> str:
         """The URL of the Redis database for one use (see the module docstring)."""
@@ -113,6 +126,13 @@ def _number(
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(name, default)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -165,16 +185,12 @@ def _version() -> str:
 
 def load_settings() -> Settings:
     """Read every setting; raise ConfigError naming the first bad one."""
-    env = _text("BACKSCOPE_ENV", "development")
-    if env not in ENVIRONMENTS:
-        raise ConfigError(f"BACKSCOPE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    env = _choice("BACKSCOPE_ENV", "development", ENVIRONMENTS)
     return Settings(
         database_url=_url(
-            "BACKSCOPE_DATABASE_URL",
-            "postgresql+psycopg2://root@127.0.0.1:5432/backscope",
-            ("postgresql", "postgresql+psycopg2"),
+            "BACKSCOPE_DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql", "postgresql+psycopg2")
         ),
-        redis_url=_redis_url("BACKSCOPE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=_redis_url("BACKSCOPE_REDIS_URL", DEFAULT_REDIS_URL),
         oeis_url=_url("BACKSCOPE_OEIS_URL", "https://oeis.org", ("http", "https")),
         env=env,
         port=(port := int(_number("BACKSCOPE_PORT", "5000", int, 1, 65535))),
@@ -221,6 +237,11 @@ def load_settings() -> Settings:
         client_work_limit=int(_number("BACKSCOPE_CLIENT_WORK_LIMIT", "12", int, 1)),
         trusted_proxies=_networks("BACKSCOPE_TRUSTED_PROXIES"),
         search_ttl=int(_number("BACKSCOPE_SEARCH_TTL", "604800", int, 0)),
+        # Production never starts servers of its own: it runs managed ones.
+        embedded=_choice(
+            "BACKSCOPE_EMBEDDED", "never" if env == "production" else "auto", EMBEDDED_MODES
+        ),
+        data_dir=Path(_text("BACKSCOPE_DATA_DIR", str(ROOT / ".data"))).expanduser().absolute(),
     )
 
 

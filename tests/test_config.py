@@ -49,6 +49,14 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         (),
     )
     assert settings.api_workers == os.cpu_count()
+    assert (settings.embedded, settings.data_dir) == ("auto", ROOT / ".data")
+
+
+def test_production_never_starts_servers_of_its_own(bare_env: pytest.MonkeyPatch) -> None:
+    bare_env.setenv("BACKSCOPE_ENV", "production")
+    assert load_settings().embedded == "never"
+    bare_env.setenv("BACKSCOPE_EMBEDDED", "auto")
+    assert load_settings().embedded == "auto"
 
 
 @pytest.mark.parametrize(
@@ -69,6 +77,8 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         ("BACKSCOPE_TRUSTED_PROXIES", "10.0.0.0/8, nginx"),
         ("BACKSCOPE_WAIT_SLOTS", "33"),  # more than the 32 threads
         ("BACKSCOPE_CLIENT_WORK_LIMIT", "0"),
+        ("BACKSCOPE_EMBEDDED", "sometimes"),
+        ("BACKSCOPE_DATA_DIR", " "),
         *[
             (name, value)
             for name in (
