@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
-RUN := PATH="$(BIN):$$PATH"
+# What runs the stack's processes: with PostgreSQL and Redis answering, the configured
+# ones or, when nothing answers at the default addresses, the project's own under .data/
+# (`backscope services`, shared/embedded.py), stopped when the last process using them ends.
+RUN := PATH="$(BIN):$$PATH" $(BIN)/backscope services --
 
 # `make demo` uses its own database, Redis databases 4-7 and a fake OEIS on port 8099,
 # so it never mixes its made-up data with what `make run` caches.
@@ -50,7 +53,7 @@ bench-factors: install ## Time factoring 1,000 Fibonacci and 60 Euclid numbers (
 beat: install ## Run only celery beat (periodic lock purging); run exactly one
 	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
 
-test: install ## Run the test suite (needs PostgreSQL and Redis on 127.0.0.1)
+test: install ## Run the test suite (PostgreSQL and Redis on 127.0.0.1, else its own)
 	$(BIN)/pytest
 
 lint: install ## Check formatting and lint with ruff
@@ -76,7 +79,7 @@ bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctr
 
 bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
 	$(BENCH_ENV) $(BIN)/backscope forget A999999 >/dev/null  # so its ingest is measured
-	$(BENCH_ENV) $(BIN)/python bench/bench.py
+	$(BENCH_ENV) $(RUN) python bench/bench.py
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate

@@ -42,6 +42,7 @@ COMMANDS = [
     ["locks"],
     ["locks", "release"],
     ["prefetch"],
+    ["services"],
 ]
 
 
@@ -88,7 +89,7 @@ def test_help_reads_well(command: list[str]) -> None:
 def test_command_list_is_not_truncated() -> None:
     listing = invoke("--help").output.split("Commands:")[1]
     lines = [line for line in listing.splitlines() if line.strip()]
-    assert len(lines) == 7
+    assert len(lines) == 8
     assert not [line for line in lines if line.endswith("...")]
 
 
