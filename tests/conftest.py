@@ -4,12 +4,15 @@ worker subprocesses.
 
 Nothing here touches the database or Redis databases that `make run` uses, and two
 test runs on one machine (say, a developer's and CI's) cannot take each other's tasks.
+On a machine with no PostgreSQL or Redis running, the test database lives on the
+project's own PostgreSQL and the private Redis is the packaged Valkey (shared/embedded.py).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -23,30 +26,46 @@ from pathlib import Path
 
 import pytest
 
+from shared import embedded
+from shared.config import DEFAULT_DATABASE_URL, load_settings
 from tests.fake_oeis import FakeOEIS
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
 DB_NAME = f"backscope_test_{uuid.uuid4().hex[:8]}"
-# The server the test database is created on; override to test against another one.
-SERVER_URL = os.environ.get(
-    "BACKSCOPE_TEST_SERVER_URL", "postgresql+psycopg2://root@127.0.0.1:5432"
-)
+
+
+def _test_server() -> str:
+    """The PostgreSQL server the test database is created on: BACKSCOPE_TEST_SERVER_URL,
+    else the default one, else (when nothing answers there) the project's own, joined or
+    started for the session like `make run` would (BACKSCOPE_EMBEDDED applies)."""
+    if url := os.environ.get("BACKSCOPE_TEST_SERVER_URL"):
+        return url
+    default = DEFAULT_DATABASE_URL.rsplit("/", 1)[0]
+    settings = load_settings()
+    if not embedded.needs_local(default, DEFAULT_DATABASE_URL, settings.embedded):
+        return default
+    servers = embedded.LocalServers(settings.data_dir)
+    port = servers.acquire(redis=False)["postgres"].port
+    atexit.register(servers.release)
+    return embedded.local_url(default, port)
+
+
+SERVER_URL = _test_server()
+# redis-server from PATH (Redis, as in production), else the packaged valkey-server.
+REDIS_BINARY = shutil.which("redis-server") or str(embedded.redis_server_binary())
 
 _fake = FakeOEIS().start()
 
 
 def _private_redis() -> str:
-    """Start a throwaway redis-server on a free port; fall back to the machine's Redis."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return "127.0.0.1:6379"
+    """Start a throwaway Redis server on a free port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    address = ["--port", str(port), "--bind", "127.0.0.1"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+        [REDIS_BINARY, *address, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )
     atexit.register(process.terminate)
     deadline = time.monotonic() + 10
@@ -55,10 +74,15 @@ def _private_redis() -> str:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return f"127.0.0.1:{port}"
         time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+    raise RuntimeError(f"{REDIS_BINARY} did not start")
 
 
 REDIS_ADDRESS = _private_redis()
+
+
+def pytest_report_header() -> list[str]:
+    return [f"test database server: {SERVER_URL}; Redis: {REDIS_ADDRESS} ({REDIS_BINARY})"]
+
 
 os.environ.update(
     {
@@ -92,6 +116,10 @@ def database() -> Iterator[str]:
     yield DB_NAME
     dispose_engine()
     database_admin.drop_database(url)
+    # The API's change listeners now find their database gone, as they should; they
+    # need not say so while the session ends (stopping the project's own PostgreSQL,
+    # when it ran one, gives them the time).
+    logging.getLogger("shared.readcache").setLevel(logging.ERROR)
 
 
 @pytest.fixture(scope="session")
