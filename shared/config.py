@@ -26,8 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import load_dotenv
 
 ENVIRONMENTS = ("development", "production", "testing")
-# The servers a development machine runs; only these may be replaced by project-local
-# ones (shared/embedded.py), never a server the user named.
+# The servers a development machine runs. BACKSCOPE_EMBEDDED=auto replaces only these,
+# when they do not answer, by project-local ones (shared/embedded.py).
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://root@127.0.0.1:5432/backscope"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_MODES = ("auto", "always", "never")

@@ -223,7 +223,8 @@ def test_the_stack_stops_first_then_the_servers(data_dir: Path, stop: str) -> No
         start_new_session=True,  # its own process group, like a terminal's foreground job
     )
     try:
-        assert process.stdout.readline() == "ready\n"
+        ready = process.stdout.readline()
+        assert ready == "ready\n", ready + process.communicate(timeout=60)[1]
         port = LocalServers(data_dir).postgres_port()
         assert port is not None
         if stop == "ctrl-c":
