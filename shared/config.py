@@ -7,6 +7,9 @@ BACKSCOPE_REDIS_URL's database number N:
     N + 1  Celery results
     N + 2  work locks and fencing tokens
     N + 3  OEIS rate limiter
+
+When nothing answers at the default addresses below, project-local servers can stand in
+for them (BACKSCOPE_EMBEDDED; shared/embedded.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ ENVIRONMENTS = ("development", "production", "testing")
 METRICS_ACCESS = ("off", "local", "on")
 # Where the checkout is: the default home of the metrics directory.
 CHECKOUT = Path(__file__).resolve().parent.parent
+# The servers a development machine runs. BACKSCOPE_EMBEDDED=auto replaces only these,
+# when they do not answer, by project-local ones (shared/embedded.py).
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://root@127.0.0.1:5432/backscope"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+EMBEDDED_MODES = ("auto", "always", "never")
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 # BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
@@ -35,6 +43,7 @@ MAX_FACTOR_BUDGET = 600
 MAX_FACTOR_BITS = 14000
 # Threads of each API process that never wait for a worker (see wait_slots).
 RESERVED_THREADS = 8
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 
 class ConfigError(Exception):
@@ -82,6 +91,10 @@ class Settings:
     # prometheus-client's multiprocess files, shared by every process of one stack
     # (shared/metrics.py); emptied when the whole stack starts.
     metrics_dir: Path
+    # Project-local PostgreSQL and Redis (shared/embedded.py): when to use them, and
+    # where their data lives.
+    embedded: str
+    data_dir: Path
 
     def redis_db_url(self, use: str) -> str:
         """The URL of the Redis database for one use (see the module docstring)."""
@@ -135,6 +148,13 @@ def _number(
     return value
 
 
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _text(name, default)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = _text(name, default)
     parts = urlsplit(value)
@@ -184,16 +204,12 @@ def _version() -> str:
 
 def load_settings() -> Settings:
     """Read every setting; raise ConfigError naming the first bad one."""
-    env = _text("BACKSCOPE_ENV", "development")
-    if env not in ENVIRONMENTS:
-        raise ConfigError(f"BACKSCOPE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    env = _choice("BACKSCOPE_ENV", "development", ENVIRONMENTS)
     return Settings(
         database_url=_url(
-            "BACKSCOPE_DATABASE_URL",
-            "postgresql+psycopg2://root@127.0.0.1:5432/backscope",
-            ("postgresql", "postgresql+psycopg2"),
+            "BACKSCOPE_DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql", "postgresql+psycopg2")
         ),
-        redis_url=_redis_url("BACKSCOPE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=_redis_url("BACKSCOPE_REDIS_URL", DEFAULT_REDIS_URL),
         oeis_url=_url("BACKSCOPE_OEIS_URL", "https://oeis.org", ("http", "https")),
         env=env,
         port=(port := int(_number("BACKSCOPE_PORT", "5000", int, 1, 65535))),
@@ -247,6 +263,11 @@ def load_settings() -> Settings:
         metrics_dir=Path(_text("BACKSCOPE_METRICS_DIR", str(CHECKOUT / ".metrics")))
         .expanduser()
         .absolute(),
+        # Production never starts servers of its own: it runs managed ones.
+        embedded=_choice(
+            "BACKSCOPE_EMBEDDED", "never" if env == "production" else "auto", EMBEDDED_MODES
+        ),
+        data_dir=Path(_text("BACKSCOPE_DATA_DIR", str(ROOT / ".data"))).expanduser().absolute(),
     )
 
 

@@ -4,7 +4,9 @@ PostgreSQL cluster, Redis databases 12-15 of a private redis-server, a fake OEIS
 
 Nothing here touches the database or Redis databases that `make run` uses, and two
 test runs on one machine (say, a developer's and CI's) cannot take each other's tasks,
-connections or connection slots.
+connections or connection slots. On a machine without PostgreSQL programs or a running
+server, the test database lives on the project's own PostgreSQL, and the private Redis
+is the packaged Valkey when redis-server is not installed (shared/embedded.py).
 """
 
 from __future__ import annotations
@@ -27,13 +29,32 @@ from pathlib import Path
 
 import pytest
 
+from shared import embedded
+from shared.config import DEFAULT_DATABASE_URL, load_settings
 from tests.fake_oeis import FakeOEIS
 from tests.services import PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
 DB_NAME = f"backscope_test_{uuid.uuid4().hex[:8]}"
-MACHINE_POSTGRES = "postgresql+psycopg2://root@127.0.0.1:5432"
+
+
+def _machine_or_embedded() -> str:
+    """Without PostgreSQL's programs: the machine's server at the default address, else
+    (when nothing answers there) the project's own, joined or started for the session
+    like `make run` would (BACKSCOPE_EMBEDDED applies)."""
+    default = DEFAULT_DATABASE_URL.rsplit("/", 1)[0]
+    settings = load_settings()
+    if not embedded.needs_local(default, DEFAULT_DATABASE_URL, settings.embedded):
+        return default
+    servers = embedded.LocalServers(settings.data_dir)
+    port = servers.acquire(redis=False)["postgres"].port
+    atexit.register(servers.release)
+    return embedded.local_url(default, port)
+
+
+# redis-server from PATH (Redis, as in production), else the packaged valkey-server.
+REDIS_BINARY = shutil.which("redis-server") or str(embedded.redis_server_binary())
 
 _fake = FakeOEIS().start()
 
@@ -57,20 +78,17 @@ def _after_this_process(command: str) -> None:
 
 
 def _private_redis() -> str:
-    """Start a throwaway redis-server on a free port; fall back to the machine's Redis."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return "127.0.0.1:6379"
+    """Start a throwaway Redis server on a free port."""
     port = _free_port()
+    address = ["--port", str(port), "--bind", "127.0.0.1"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+        [REDIS_BINARY, *address, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )
     atexit.register(process.terminate)
     # (Only if the pid is still this redis-server's: after atexit it may be another's.)
     _after_this_process(
         f"tr '\\0' ' ' < /proc/{process.pid}/cmdline 2>/dev/null"
-        f" | grep -q 'redis-server 127.0.0.1:{port}' && kill {process.pid}"
+        f" | grep -q -- '-server 127.0.0.1:{port}' && kill {process.pid}"
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -78,7 +96,7 @@ def _private_redis() -> str:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return f"127.0.0.1:{port}"
         time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+    raise RuntimeError(f"{REDIS_BINARY} did not start")
 
 
 def _postgres_program(name: str) -> str | None:
@@ -91,7 +109,7 @@ def _postgres_program(name: str) -> str | None:
 
 def _private_postgres() -> str:
     """Start a throwaway PostgreSQL cluster (user root, trust, no fsync) on a free port
-    and return its URL; fall back to the machine's server without initdb and pg_ctl.
+    and return its URL; without initdb and pg_ctl, see _machine_or_embedded.
 
     A cluster of its own, because a server is shared in more than data: other test runs
     on the machine used up its connection slots ("too many clients already"), and older
@@ -100,7 +118,7 @@ def _private_postgres() -> str:
     """
     initdb, pg_ctl = _postgres_program("initdb"), _postgres_program("pg_ctl")
     if initdb is None or pg_ctl is None:
-        return MACHINE_POSTGRES
+        return _machine_or_embedded()
     directory = Path(tempfile.mkdtemp(prefix="backscope-test-pg-"))
     as_owner: list[str] = []
     if os.geteuid() == 0:
@@ -138,6 +156,11 @@ REDIS_ADDRESS = _private_redis()
 # (they inherit the environment), never with another run.
 METRICS_DIR = tempfile.mkdtemp(prefix="backscope-metrics-")
 atexit.register(shutil.rmtree, METRICS_DIR, ignore_errors=True)
+
+
+def pytest_report_header() -> list[str]:
+    return [f"test database server: {SERVER_URL}; Redis: {REDIS_ADDRESS} ({REDIS_BINARY})"]
+
 
 os.environ.update(
     {

@@ -42,6 +42,7 @@ COMMANDS = [
     ["locks", "release"],
     ["prefetch"],
     ["refresh"],
+    ["services"],
 ]
 
 

@@ -54,6 +54,14 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         604800,
         500,
     )
+    assert (settings.embedded, settings.data_dir) == ("auto", ROOT / ".data")
+
+
+def test_production_never_starts_servers_of_its_own(bare_env: pytest.MonkeyPatch) -> None:
+    bare_env.setenv("BACKSCOPE_ENV", "production")
+    assert load_settings().embedded == "never"
+    bare_env.setenv("BACKSCOPE_EMBEDDED", "auto")
+    assert load_settings().embedded == "auto"
 
 
 @pytest.mark.parametrize(
@@ -87,6 +95,8 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
             )
             for value in ("nan", "inf")
         ],
+        ("BACKSCOPE_EMBEDDED", "sometimes"),
+        ("BACKSCOPE_DATA_DIR", " "),
         *[
             (name, value)
             for name in (
