@@ -250,8 +250,9 @@ def test_cached_reads_are_answered_while_forty_cold_requests_hang(
     fake_oeis.hang = False
     drop_queued_work()  # the retries of the hung downloads are nobody's business now
     assert reads and set(reads) == {200}, Counter(reads)
-    # Every cold client got an answer: none hung until its own timeout.
-    assert len(cold) == 40 and set(cold) <= {200, 202}, Counter(cold)
+    # Every cold client got an answer, none hung until its own timeout: 202 after the
+    # wait, or 503 when its download gave up on the hanging OEIS within the wait.
+    assert len(cold) == 40 and set(cold) <= {200, 202, 503}, Counter(cold)
 
 
 @pytest.mark.slow
