@@ -90,6 +90,8 @@ def test_paged_endpoints_unknown_sequence_is_404(client) -> None:
 
 
 def test_chunks_have_etags_and_gzip(client) -> None:
+    # Values and name stored first, so that the data does not change between requests.
+    get_until_200(client, "/api/get_oeis_name_and_values/A000045")
     path = "/api/get_oeis_chunk/A000045/0"
     first = get_until_200(client, path)
     etag = first.headers["ETag"]
