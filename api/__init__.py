@@ -19,13 +19,15 @@ def create_app() -> Flask:
 
     from api.errors import register_errors
     from api.observe import register_observing
+    from api.openapi import register_openapi
     from api.routes import bp
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # nothing static but the docs page's
     # Value objects are keyed by index and must stay in index order ("10" after "9").
     app.json.sort_keys = False
     app.json.compact = True
     app.register_blueprint(bp)
     register_errors(app)
     register_observing(app)
+    register_openapi(app)
     return app

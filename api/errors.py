@@ -79,7 +79,10 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         message = "no such endpoint" if exc.code == 404 else exc.description
-        return error(message, exc.code or 500)
+        response = error(message, exc.code or 500)
+        if "Allow" in (given := exc.get_response().headers):  # 405: which methods are
+            response.headers["Allow"] = given["Allow"]
+        return response
 
     @app.errorhandler(TaskFailed)
     @app.errorhandler(Exception)

@@ -61,12 +61,12 @@ MAX_TERM = 200
 # and when to ask again for more.
 NO_FAC_YET = "no_fac_yet"
 FACTORS_RETRY = 5
-_COUNT = re.compile(r"[0-9]{1,9}")
+COUNT = re.compile(r"[0-9]{1,9}")
 # Chunks of the paged endpoints: 1024 indices each; any index fits a chunk number of
 # at most 16 digits, so 18 leaves room and keeps every product exact.
 CHUNK_SIZE = 1024
-_CHUNK = re.compile(r"-?[0-9]{1,18}")
-_TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+CHUNK = re.compile(r"-?[0-9]{1,18}")
+TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 R = TypeVar("R", Response, Response | None)
 # What is cached per sequence, kept in memory until the database reports a change, and
 # served from memory while the database cannot be reached (shared/readcache.py).
@@ -100,7 +100,7 @@ class ChangedMeanwhile(UpstreamUnavailable):
 
 
 def parse_count(raw: str) -> int:
-    if not _COUNT.fullmatch(raw):
+    if not COUNT.fullmatch(raw):
         raise BadRequest(f"count must be a non-negative integer, got {raw[:40]!r}")
     return int(raw)
 
@@ -244,7 +244,7 @@ def _chunk(cached: Cached, chunk: int) -> Response:
 def get_oeis_chunk(seq_id: str, chunk: str) -> Response:
     """The values with indices chunk*1024 <= i < (chunk+1)*1024 ({} outside the sequence)."""
     seq_id = normalize_id(seq_id)
-    if not _CHUNK.fullmatch(chunk):
+    if not CHUNK.fullmatch(chunk):
         raise BadRequest(
             f"the chunk must be a whole number of at most 18 digits, got {chunk[:40]!r}"
         )
@@ -338,8 +338,8 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
     return response
 
 
-@bp.get("/search_oeis/<path:term>")
-def search_oeis(term: str) -> Response:
+def check_term(term: str) -> None:
+    """Raise BadRequest unless `term` is something to search for."""
     if len(term) > MAX_TERM:
         raise BadRequest(f"search terms are limited to {MAX_TERM} characters")
     if not term.strip():
@@ -347,6 +347,10 @@ def search_oeis(term: str) -> Response:
     if any(unicodedata.category(char) == "Cc" for char in term):
         raise BadRequest("the search term contains control characters")
 
+
+@bp.get("/search_oeis/<path:term>")
+def search_oeis(term: str) -> Response:
+    check_term(term)
     key = search_key(term)
     document = search_reads.get(key)
     if document is not None and document.expires <= time():
@@ -398,7 +402,7 @@ def get_commit() -> Response:
 
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str) -> Response:
-    if not _TASK_ID.fullmatch(task_id):
+    if not TASK_ID.fullmatch(task_id):
         raise BadRequest("that is not a task id")
     result = AsyncResult(task_id, app=celery)
     state = TASK_STATES.get(result.state, "running")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_ID = re.compile(r"[Aa][0-9]{6}")
+ID = re.compile(r"[Aa][0-9]{6}")
 
 
 class InvalidId(ValueError):
@@ -13,7 +13,7 @@ class InvalidId(ValueError):
 
 def normalize_id(raw: str) -> str:
     """Return the canonical form of an OEIS id (`a000045` → `A000045`) or raise InvalidId."""
-    if not _ID.fullmatch(raw):
+    if not ID.fullmatch(raw):
         raise InvalidId(f"{raw[:40]!r} is not an OEIS id: expected A followed by six digits")
     return "A" + raw[1:]
 

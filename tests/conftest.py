@@ -356,9 +356,11 @@ def worker(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture
 def app(database: str):
     from api import create_app
+    from tests.conformance import ConformingClient
 
     application = create_app()
     application.testing = True
+    application.test_client_class = ConformingClient  # every answer checked (#19)
     return application
 
 
