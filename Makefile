@@ -100,6 +100,20 @@ demo: install ## `make run` against a fake OEIS serving the test fixtures (no in
 	$(DEMO_ENV) $(BIN)/backscope reset-metrics
 	$(DEMO_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
+# `make fuzz`: schemathesis over every operation of /api/openapi.json against the demo
+# stack on free ports, with its own database and Redis databases 12-15. One client makes
+# all the requests, so its budget of new work is raised; 429s are still checked.
+# FUZZ_ARGS go to `st run` (the default is a short run; `-n 800` is about 10,000 cases).
+FUZZ_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_fuzz \
+	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/12 \
+	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_CLIENT_WORK_LIMIT=1000 BACKSCOPE_SYNC_WAIT=1 \
+	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-fuzz
+FUZZ_ARGS ?= -n 50 --seed 1 --workers 2
+
+.PHONY: fuzz
+fuzz: install ## Fuzz the API with schemathesis against a stack and fake OEIS (FUZZ_ARGS)
+	$(FUZZ_ENV) $(RUN) python fuzz/fuzz.py $(FUZZ_ARGS)
+
 # Maintenance (docs/maintenance.md). In production (BACKSCOPE_ENV=production) the
 # destructive ones ask for the database name, or need CONFIRM=yes (passes --yes).
 .PHONY: clear-db reset-db forget locks status

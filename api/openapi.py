@@ -383,6 +383,36 @@ def _operations() -> dict[str, Any]:
     }
 
 
+FRONT_END, PAGED, SERVICE = "Sequences", "Paged access", "Service"
+TAGS = [
+    {"name": FRONT_END, "description": "What the Numberscope front end calls"},
+    {"name": PAGED, "description": "Long sequences, 1024 indices at a time"},
+    {"name": SERVICE, "description": "Tasks, health, metrics, this description"},
+]
+# Each path's operationId (the name of the Flask view that serves it) and its group.
+OPERATIONS = {
+    "/api/get_oeis_values/{seq_id}/{count}": ("get_oeis_values", FRONT_END),
+    "/api/get_oeis_name_and_values/{seq_id}": ("get_oeis_name_and_values", FRONT_END),
+    "/api/get_oeis_metadata/{seq_id}": ("get_oeis_metadata", FRONT_END),
+    "/api/get_oeis_factors/{seq_id}/{count}": ("get_oeis_factors", FRONT_END),
+    "/api/search_oeis/{term}": ("search_oeis", FRONT_END),
+    "/api/get_commit": ("get_commit", FRONT_END),
+    "/api/get_oeis_header/{seq_id}": ("get_oeis_header", PAGED),
+    "/api/get_oeis_chunk/{seq_id}/{chunk}": ("get_oeis_chunk", PAGED),
+    "/api/tasks/{task_id}": ("task_status", SERVICE),
+    "/api/health": ("health", SERVICE),
+    "/metrics": ("metrics", SERVICE),
+    SPEC_PATH: ("openapi_json", SERVICE),
+}
+
+
+def _paths() -> dict[str, Any]:
+    paths = _operations()
+    for path, (operation_id, tag) in OPERATIONS.items():
+        paths[path]["get"] |= {"operationId": operation_id, "tags": [tag]}
+    return paths
+
+
 @cache
 def description() -> dict[str, Any]:
     """The whole description (made once per process)."""
@@ -399,7 +429,8 @@ def description() -> dict[str, Any]:
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },
-        "paths": _operations(),
+        "tags": TAGS,
+        "paths": _paths(),
         "components": {"schemas": SCHEMAS},
     }
 

@@ -9,12 +9,16 @@ check itself catches an answer the description does not allow.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import threading
 from html.parser import HTMLParser
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import OpenAPIV31SpecValidator
+from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
@@ -48,14 +52,18 @@ def test_the_served_description_is_valid_openapi_3_1(client) -> None:
 
 
 def test_every_route_is_described_and_nothing_else(app) -> None:
+    """Same paths, methods and parameter names; each operationId names its view."""
     routes = {
-        flask_to_openapi(rule.rule): {"get"}
+        flask_to_openapi(rule.rule): {"get": rule.endpoint.split(".")[-1]}
         for rule in app.url_map.iter_rules()
         if not rule.endpoint.startswith("swagger_ui.")  # the page for people
         for method in rule.methods
         if method == "GET"
     }
-    described = {path: set(operations) for path, operations in description()["paths"].items()}
+    described = {
+        path: {method: operation["operationId"] for method, operation in operations.items()}
+        for path, operations in description()["paths"].items()
+    }
     assert routes == described
 
 
@@ -171,3 +179,31 @@ def test_the_docs_page_needs_nothing_from_outside(client) -> None:
         assert link.startswith("/api/docs/"), link  # nothing from a CDN
         with client.get(link) as asset:  # a file: closed after
             assert asset.status_code == 200, link
+
+
+def test_the_docs_page_shows_every_operation_in_a_browser(app) -> None:
+    """Headless Chromium renders the page; every operation of the description is on it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rendered = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",  # CI runs as root
+                "--disable-gpu",
+                "--virtual-time-budget=20000",  # until the description is fetched and drawn
+                "--dump-dom",
+                f"http://127.0.0.1:{server.port}/api/docs/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        server.shutdown()
+    drawn = set(re.findall(r'data-path="([^"]+)"', rendered))  # by the page's scripts
+    assert drawn == set(description()["paths"])
