@@ -91,9 +91,9 @@ bench-stack: install ## Run the stack against a fake OEIS, for `make bench` (Ctr
 	$(BENCH_ENV) $(BIN)/backscope reset-metrics
 	$(BENCH_ENV) $(RUN) supervisord -c supervisord.demo.conf
 
-bench: install ## Print the performance table for a running bench-stack (BENCH_URL)
+bench: install ## Print the performance table for a running bench-stack (BENCH_URL, BENCH_ARGS)
 	$(BENCH_ENV) $(BIN)/backscope forget A999999 A000521 >/dev/null  # so their ingests are measured
-	$(BENCH_ENV) $(RUN) python bench/bench.py
+	$(BENCH_ENV) $(RUN) python bench/bench.py $(BENCH_ARGS)
 
 demo: install ## `make run` against a fake OEIS serving the test fixtures (no internet needed)
 	$(DEMO_ENV) $(BIN)/backscope migrate

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from api.errors import BadRequest, error
 from api.jobs import obtain, schedule
 from api.responses import documents, send_json
+from shared import metrics
 from shared.config import get_settings
 from shared.db import UNREACHABLE, listen_connection, session_scope
 from shared.errors import NotFound, UpstreamUnavailable
@@ -141,13 +142,15 @@ def _values_json(cached: Cached, first: int, last: int) -> bytes | None:
 
 def _send(
     cached: Cached,
+    kind: str,
     suffix: str,
     build: Callable[[Cached], bytes | None],
     again: Callable[[Cached], R],
 ) -> Response | R:
     """Send the document built by `build`, built once per version of the data (its key is
-    the data's ETag + `suffix`) and then served from memory. If the data changed since
-    `cached` was read, `again` answers from the current data instead."""
+    the data's ETag + `suffix`; each build counted under `kind`) and then served from
+    memory. If the data changed since `cached` was read, `again` answers from the current
+    data instead."""
     key = cached.etag + suffix
     entry = documents.get(key)
     if entry is None:
@@ -158,6 +161,7 @@ def _send(
                 if body is None:  # replaced since we looked (the news may be on its way)
                     cached_reads.changed(cached.id)
                     return again(_cached(cached.id, cached.name is not None))
+                metrics.count_document_built(kind)
                 documents.put(key, body)
                 entry = (body, None)
     return send_json(key, *entry, final=cached.name is not None)
@@ -172,9 +176,10 @@ def _answer(cached: Cached, count: int) -> Response:
     """The first `count` values (all when 0)."""
     size = cached.size(count)
     if size == cached.term_count:
-        return _send(cached, "", _whole, lambda now: _answer(now, count))
+        return _send(cached, "values", "", _whole, lambda now: _answer(now, count))
     return _send(
         cached,
+        "values",
         f"-{size}",
         lambda c: _values_json(c, 1, size),
         lambda now: _answer(now, count),
@@ -217,7 +222,7 @@ def _header_json(cached: Cached) -> bytes:
 
 
 def _header(cached: Cached) -> Response:
-    return _send(cached, "-header", _header_json, _header)
+    return _send(cached, "header", "-header", _header_json, _header)
 
 
 @bp.get("/get_oeis_header/<seq_id>")
@@ -234,6 +239,7 @@ def _chunk(cached: Cached, chunk: int) -> Response:
     last -= cached.first_index
     return _send(
         cached,
+        "chunk",
         f"-chunk{chunk}" if first <= last else "-chunk-empty",  # one entry for all empty ones
         lambda c: _values_json(c, first, last),
         lambda now: _chunk(now, chunk),
@@ -298,7 +304,7 @@ def _complete_factors(cached: Cached, count: int) -> Response | None:
             return None  # changed meanwhile: never cache a partial answer as final
         return _factors_json(factors)
 
-    return _send(cached, f"-factors{cached.size(count)}", build, lambda now: None)
+    return _send(cached, "factors", f"-factors{cached.size(count)}", build, lambda now: None)
 
 
 @bp.get("/get_oeis_factors/<seq_id>/<count>")
@@ -319,20 +325,32 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
     def partial(session: Session) -> Factors | None:
         return read_factors(session, seq_id, n, max_bits)
 
-    def read(session: Session) -> Factors | list[Work]:
-        factors = partial(session)
-        if factors is None:  # the values come first
+    def read(session: Session) -> Cached | list[Work]:
+        # The lookup only (no terms, no factorizations): waiting requests try it about
+        # once a second, and the 80 identical requests of a FactorStacks page must not
+        # each read every factorization, then each build the same answer.
+        found = read_cached(seq_id)
+        if found is None:  # the values come first
             _check_missing(session, seq_id)
             return [values_work(seq_id)]
-        if factors.complete:
-            return factors
-        return [factors_work(seq_id, n)]
+        return found if found.factored(n) else [factors_work(seq_id, n)]
 
-    factors = obtain(read, progressive=True, partial=partial)
-    if factors.name is None:
+    found = obtain(read, progressive=True, partial=partial)
+    if isinstance(found, Cached):
+        if found.name is None:
+            schedule(metadata_work(seq_id))
+        response = _complete_factors(found, n)  # built once, as for a cached answer
+        if response is not None:
+            return response
+        with session_scope() as session:  # changed meanwhile: answer what is there now
+            found = partial(session)
+        if found is None:
+            raise ChangedMeanwhile()
+    elif found.name is None:
         schedule(metadata_work(seq_id))
-    response = Response(_factors_json(factors), mimetype="application/json")
-    if not factors.complete:
+    metrics.count_document_built("factors" if found.complete else "factors_partial")
+    response = Response(_factors_json(found), mimetype="application/json")
+    if not found.complete:
         response.headers["Retry-After"] = str(FACTORS_RETRY)
         response.headers["Cache-Control"] = "no-store"
     return response

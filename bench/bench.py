@@ -17,7 +17,15 @@ says so in the table's heading. Prints one table:
 - cached small read again while a Prometheus-like scraper GETs /metrics every second
   (scrapes must not slow cached reads; the scrape count and its slowest time shown);
 - cached chunk read: like the others, for `get_oeis_chunk` (1,024 terms of A000040);
+- 80 identical requests at once, as one FactorStacks page of the front end sends, for
+  the factors of a sequence nobody asked for (downloaded and factored meanwhile), then
+  for the same cached answer: p50, p99 and how many times the API built the answer;
 - ingest of the j-function-like A000521 (a 3.7 MB b-file): seconds and workers' peak RSS;
+- cached small read while a factor task runs: A000521 is forgotten and asked for again,
+  so its hundreds of 20-155-digit terms are factored (up to BACKSCOPE_FACTOR_BUDGET
+  each) throughout the load; the row says whether the task ran during the whole load
+  and how many terms it factored meanwhile (needs the stack's settings, as `make bench`
+  passes them);
 - peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
   values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
 """
@@ -35,6 +43,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,6 +59,11 @@ CHUNK = "/api/get_oeis_chunk/A000040/3"  # 1,024 of the 10,000 primes
 VALUES_27 = "/api/get_oeis_name_and_values/A000027"  # 10,000 terms
 FACTORS_27 = "/api/get_oeis_factors/A000027/10000"
 SEARCH = "/api/search_oeis/fibonacci"
+# What one FactorStacks page of the front end sends at once, all identical.
+IDENTICAL = 80
+# Factored in the background while the small read is measured: hundreds of terms take
+# up to the factor budget each, so the task outlasts the load.
+FACTORING_ID = J_ID
 METADATA = "/api/get_oeis_metadata/A000045"
 
 
@@ -273,6 +287,93 @@ def after_flood(base: str) -> tuple[int, float]:
     return status, ms / 1000
 
 
+def documents_built(base: str, kind: str) -> float:
+    """How many `kind` answers the API processes have built from the database so far."""
+    text = requests.get(base + "/metrics", timeout=30).text
+    pattern = rf'^backscope_documents_built_total{{kind="{kind}"}} ([0-9.e+]+)$'
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def identical_requests(base: str, path: str) -> tuple[float, float, str, str]:
+    """IDENTICAL clients GET the factors `path` at the same moment, following 202 answers:
+    p50 and p99 in ms to their answers, how many were complete, and how many complete
+    and partial answers the API built meanwhile (one complete build per API process is
+    the aim, however many clients)."""
+    before = {kind: documents_built(base, kind) for kind in ("factors", "factors_partial")}
+    start = threading.Barrier(IDENTICAL)
+
+    def one(_: int) -> tuple[bool, float]:
+        start.wait()
+        started = time.perf_counter()
+        response = get_until_done(base, path)
+        complete = response.status_code == 200 and response.json()["complete"]
+        return complete, (time.perf_counter() - started) * 1000
+
+    with ThreadPoolExecutor(IDENTICAL) as pool:
+        answers = list(pool.map(one, range(IDENTICAL)))
+    times = sorted(ms for _, ms in answers)
+    built = {kind: round(documents_built(base, kind) - count) for kind, count in before.items()}
+    return (
+        times[len(times) // 2],
+        times[int(len(times) * 0.99)],
+        f"{sum(complete for complete, _ in answers)}/{IDENTICAL} complete",
+        f"built {built['factors']} + {built['factors_partial']} partial",
+    )
+
+
+def factored_terms(seq_id: str) -> int:
+    """How many of `seq_id`'s terms have a stored factorization."""
+    from sqlalchemy import func, select
+
+    from shared.db import session_scope
+    from shared.models import Factorization
+
+    with session_scope() as session:
+        query = select(func.count()).select_from(Factorization).where(Factorization.id == seq_id)
+        return session.scalar(query)
+
+
+def reads_while_factoring(
+    base: str, load: Callable[..., tuple[float, float, float]], connections: int, seconds: int
+) -> tuple[float, float, float, str]:
+    """The cached small read under `load` while FACTORING_ID is factored: it is forgotten
+    and asked for again, and its download schedules the factoring of every term. Returns
+    rate, p50, p99 and what the factor task did during the load."""
+    from shared.cache_admin import forget
+    from shared.config import get_settings
+    from shared.redis_db import get_redis
+
+    forget(get_settings().database_url, get_redis("locks"), [FACTORING_ID])
+    assert get_until_done(base, f"/api/get_oeis_values/{FACTORING_ID}/3").status_code == 200
+    lock = f"factors:{FACTORING_ID}"
+    deadline = time.monotonic() + 60
+    while lock not in background_work():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no factor task for {FACTORING_ID} within 60 s: a factor worker?")
+        time.sleep(0.2)
+    time.sleep(2)  # past the first terms, which need no time at all
+    checks: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.25):
+            checks.append(lock in background_work())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    before = factored_terms(FACTORING_ID)
+    watcher.start()
+    try:
+        rate, p50, p99 = load(base + SMALL, 2, connections, seconds)
+    finally:
+        stop.set()
+        watcher.join()
+    factored = factored_terms(FACTORING_ID) - before
+    running = "ran throughout" if all(checks) else "STOPPED during the load"
+    note = f"factor task {running} ({sum(checks)}/{len(checks)} checks), {factored} terms factored"
+    return rate, p50, p99, note
+
+
 def worker_peak_rss_mb() -> float:
     """The largest peak RSS (VmHWM) among this machine's Celery download workers."""
     peak = 0
@@ -321,6 +422,9 @@ def settle(seconds: float) -> str:
     return f"quiet stack (waited {waited:.0f} s for background work)"
 
 
+ROW_GROUPS = ("reads", "cold", "identical", "overload", "ingest", "factoring", "big")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("BENCH_URL", "http://127.0.0.1:5000"))
@@ -329,10 +433,20 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--skip-big", action="store_true", help="skip the 100 MB ingest")
     parser.add_argument(
+        "--rows",
+        default=",".join(ROW_GROUPS),
+        help=f"the groups of rows to measure, in this order: {','.join(ROW_GROUPS)}",
+    )
+    parser.add_argument(
         "--settle", type=float, default=120, help="seconds to wait for background work first"
     )
     args = parser.parse_args()
     base = args.url.rstrip("/")
+    groups = set(args.rows.split(","))
+    if args.skip_big:
+        groups.discard("big")
+    if unknown := groups - set(ROW_GROUPS):
+        parser.error(f"unknown row groups: {', '.join(sorted(unknown))}")
 
     for path in (SMALL, LARGE, CHUNK, VALUES_27, SEARCH, METADATA):  # cached first
         assert get_until_done(base, path).status_code == 200, path
@@ -350,7 +464,7 @@ def main() -> None:
         ("cached search", SEARCH),
         ("cached metadata", METADATA),
     )
-    for label, path in reads:
+    for label, path in reads if "reads" in groups else ():
         rate, p50, p99 = load(base + path, 2, args.connections, args.seconds)
         rows.append((label, f"{rate:,.0f} req/s", f"p50 {p50:.1f} ms", f"p99 {p99:.1f} ms"))
         if path == SMALL:
@@ -365,32 +479,66 @@ def main() -> None:
                     f"p99 {p99:.1f} ms",
                 )
             )
-    count, served, wall = cold_burst(base, args.oeis)
-    rows.append(
-        (
-            "cold burst, 50 clients, OEIS 2 s",
-            f"{count} download(s)",
-            f"{served}/50 served",
-            f"{wall:.1f} s wall",
+    if "cold" in groups:
+        count, served, wall = cold_burst(base, args.oeis)
+        rows.append(
+            (
+                "cold burst, 50 clients, OEIS 2 s",
+                f"{count} download(s)",
+                f"{served}/50 served",
+                f"{wall:.1f} s wall",
+            )
         )
-    )
-    rows.append(("cold single request, instant OEIS", f"p50 {cold_latency(base):.0f} ms", "", ""))
-    answered, total, p50, p99 = overload_reads(base, args.oeis, args.seconds)
-    rows.append(
-        (
-            "cached reads, 40 cold requests hanging",
-            f"{answered}/{total} answered",
-            f"p50 {p50:.1f} ms",
-            f"p99 {p99:.1f} ms",
+        rows.append(
+            ("cold single request, instant OEIS", f"p50 {cold_latency(base):.0f} ms", "", "")
         )
-    )
-    status, seconds = after_flood(base)
-    rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
-    status, seconds, rss = ingest(base, J_ID)
-    rows.append(
-        ("ingest A000521 (3.7 MB)", f"HTTP {status}", f"{seconds:.1f} s", f"peak RSS {rss:.0f} MB")
-    )
-    if not args.skip_big:
+    if "identical" in groups:
+        (seq_id,) = uncached_ids(1)
+        path = f"/api/get_oeis_factors/{seq_id}/1000"
+        for label in ("uncached", "cached"):
+            p50, p99, complete, built = identical_requests(base, path)
+            rows.append(
+                (
+                    f"{IDENTICAL} identical factor requests, {label}",
+                    f"{complete}, {built}",
+                    f"p50 {p50:.1f} ms",
+                    f"p99 {p99:.1f} ms",
+                )
+            )
+    if "overload" in groups:
+        answered, total, p50, p99 = overload_reads(base, args.oeis, args.seconds)
+        rows.append(
+            (
+                "cached reads, 40 cold requests hanging",
+                f"{answered}/{total} answered",
+                f"p50 {p50:.1f} ms",
+                f"p99 {p99:.1f} ms",
+            )
+        )
+        status, seconds = after_flood(base)
+        rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
+    if "ingest" in groups:
+        status, seconds, rss = ingest(base, J_ID)
+        rows.append(
+            (
+                "ingest A000521 (3.7 MB)",
+                f"HTTP {status}",
+                f"{seconds:.1f} s",
+                f"peak RSS {rss:.0f} MB",
+            )
+        )
+    if "factoring" in groups:
+        rate, p50, p99, note = reads_while_factoring(base, load, args.connections, args.seconds)
+        rows.append(
+            (
+                "cached small read, factor task running",
+                f"{rate:,.0f} req/s",
+                f"p50 {p50:.1f} ms",
+                f"p99 {p99:.1f} ms",
+            )
+        )
+        rows.append((f"  ({note})", "", "", ""))
+    if "big" in groups:
         status, seconds, rss = ingest(base, BIG_ID)
         rows.append(
             (

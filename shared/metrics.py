@@ -75,6 +75,13 @@ cache_answers = Counter(
     "first, or still runs: 202) and 'not_modified' (304 to If-None-Match)",
     ["endpoint", "answer"],
 )
+documents_built = Counter(
+    "backscope_documents_built",
+    "Answers built from the database, by kind (values, header, chunk, factors, "
+    "factors_partial: built per request); the rest are served from memory. Identical "
+    "concurrent requests should build one",
+    ["kind"],
+)
 oeis_requests = Counter(
     "backscope_oeis_requests",
     "Requests to the OEIS, by kind (values, metadata, search) and outcome "
@@ -113,6 +120,11 @@ def count_request(endpoint: str, status: int, seconds: float) -> None:
         _request_children[endpoint, status] = children
     children[0].inc()
     children[1].observe(seconds)
+
+
+def count_document_built(kind: str) -> None:
+    """Count one answer document built (`kind` from a bounded set)."""
+    documents_built.labels(kind).inc()
 
 
 def count_cache_answer(endpoint: str, answer: str) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import sympy
 from sqlalchemy import func, select
 
 import api.jobs
+import api.routes
 from shared import factor_batches
 from shared.db import session_scope
 from shared.factor_batches import Limits, factor_term, factor_values
@@ -330,6 +332,32 @@ def test_more_terms_compute_only_the_missing_ones(client, factor_workers, stored
 
     everything = get_until_complete(client, "/api/get_oeis_factors/A000027/0").get_json()
     assert len(everything["factors"]) == 100
+
+
+@pytest.mark.slow
+def test_identical_requests_waiting_for_factoring_build_the_answer_once(
+    client, factor_workers, monkeypatch
+) -> None:
+    # Values and name stored, factoring queued; no factor worker yet.
+    assert client.get("/api/get_oeis_name_and_values/A153080").status_code == 200
+    reads = []
+    real = api.routes.read_factors
+
+    def counted(*args):
+        reads.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(api.routes, "read_factors", counted)
+    factor_workers()
+    path = "/api/get_oeis_factors/A153080/0"
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: client.get(path), range(20)))
+    assert {a.status_code for a in answers} == {200}
+    assert all(a.get_json()["complete"] for a in answers)
+    assert len({a.data for a in answers}) == 1
+    # Waiting, they only looked the sequence up; then one of them read the factors and
+    # built the answer, which the others were given.
+    assert len(reads) == 1
 
 
 @pytest.mark.slow

@@ -128,6 +128,15 @@ def test_metrics_count_every_kind_of_request_and_task(client, fake_oeis) -> None
     assert value(after, "backscope_cached_sequences") == 1  # A000045
 
 
+def test_documents_built_are_counted_once_per_version(client) -> None:
+    assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
+    before = scrape(client)
+    for _ in range(3):  # a slice no other test asks for: built by the first request only
+        assert client.get("/api/get_oeis_values/A000045/19").status_code == 200
+    built = "backscope_documents_built_total"
+    assert delta(before, scrape(client), built, kind="values") == 1
+
+
 def test_metadata_and_search_are_counted_by_kind(client) -> None:
     before = scrape(client)
     assert client.get("/api/get_oeis_metadata/A000045").status_code == 200
