@@ -335,9 +335,11 @@ def _factor_in_child(m: int, deadline: float, gp: str | None) -> dict[int, int] 
 def _run_child(argv: list[str], stdin_text: str, timeout: float) -> str | None:
     """Run ``argv`` feeding ``stdin_text``; return stdout, or ``None`` on any failure.
 
-    The child gets its own session (process group) so that on timeout -- or if
-    this thread is interrupted, e.g. by a Celery soft time limit -- the child
-    and anything it spawned are SIGKILLed together, then reaped.
+    The child gets its own process group so that on timeout -- or if this thread
+    is interrupted, e.g. by a Celery soft time limit -- the child and anything it
+    spawned are SIGKILLed together, then reaped.  Not its own session: on Linux a
+    new session is a new scheduling autogroup, which gets a full share of the CPU
+    against the API's whatever its niceness (BACKSCOPE_FACTOR_NICE would not apply).
     """
     try:
         proc = subprocess.Popen(
@@ -346,7 +348,7 @@ def _run_child(argv: list[str], stdin_text: str, timeout: float) -> str | None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,
+            process_group=0,
         )
     except OSError as exc:
         log.warning("cannot start %s: %s", argv[0], exc)

@@ -356,6 +356,16 @@ def test_child_cpu_time_is_capped_in_case_the_parent_dies() -> None:
     assert factor._run_child([sys.executable, "-c", code], "", timeout=30.5) == "(32, 33)\n"
 
 
+def test_child_is_a_group_of_its_own_in_the_workers_session() -> None:
+    # Its own process group, so a timeout kills it with anything it started; the
+    # worker's session, since on Linux a new session is a new scheduling autogroup
+    # whose share of the CPU ignores the child's niceness (BACKSCOPE_FACTOR_NICE).
+    code = "import os; print(os.getpid(), os.getpgid(0), os.getsid(0))"
+    pid, group, session = factor._run_child([sys.executable, "-c", code], "", 30).split()
+    assert group == pid
+    assert int(session) == os.getsid(0)
+
+
 # ------------------------------------------------------------------------ helpers
 
 _BASELINE: set[int] = set()
