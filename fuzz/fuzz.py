@@ -53,8 +53,8 @@ def _wait_healthy(url: str, stack: subprocess.Popen) -> None:
     sys.exit(f"fuzz: {url} did not answer 200 within {READY_TIMEOUT:.0f} s")
 
 
-def _answers_by_status(base: str) -> str:
-    """What the API answered during the run, by status, from its own /metrics."""
+def _answers_by_status(base: str) -> Counter[str]:
+    """How many answers the API has given, by status, from its own /metrics."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
         text = response.read().decode()
     counts: Counter[str] = Counter()
@@ -63,8 +63,12 @@ def _answers_by_status(base: str) -> str:
             for sample in family.samples:
                 if sample.name.endswith("_total"):
                     counts[sample.labels["status"]] += int(sample.value)
+    return counts
+
+
+def _summary(counts: Counter[str]) -> str:
     listed = ", ".join(f"{status}: {counts[status]:,}" for status in sorted(counts))
-    return f"{sum(counts.values()):,} requests answered ({listed})"
+    return f"{counts.total():,} requests answered ({listed})"
 
 
 def _stop(stack: subprocess.Popen) -> None:
@@ -109,6 +113,7 @@ def main(st_arguments: list[str]) -> int:
     base = f"http://127.0.0.1:{api_port}"
     try:
         _wait_healthy(f"{base}/api/health", stack)
+        before = _answers_by_status(base)
         print(f"fuzz: stack up at {base} (fake OEIS on {oeis_port}; its log: {log_path})")
         command = [
             "st",
@@ -128,7 +133,8 @@ def main(st_arguments: list[str]) -> int:
         ]
         print("fuzz:", " ".join(command), flush=True)
         status = subprocess.run(command, env=env, cwd=ROOT).returncode
-        print(f"fuzz: the API's own count: {_answers_by_status(base)}")
+        during = _answers_by_status(base) - before  # not the readiness checks' 503s
+        print(f"fuzz: the API's own count, during the run: {_summary(during)}")
         return status
     finally:
         _stop(stack)
