@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from shared import database_admin
@@ -47,10 +47,10 @@ def test_no_in_progress_state_in_the_schema() -> None:
     assert not [c for c in columns if "progress" in c or "requested" in c or "request_time" in c]
 
 
-def test_upgrade_to_64_bit_indices_keeps_cached_data(empty_database: str) -> None:
-    """0004 -> 0005 converts a database holding sequences and factorizations in place."""
-    database_admin.upgrade(empty_database, "0004")
-    engine = create_engine(empty_database, poolclass=NullPool)
+def _database_at(url: str, revision: str) -> Engine:
+    """The database migrated to `revision`, holding A000045's name (no values yet)."""
+    database_admin.upgrade(url, revision)
+    engine = create_engine(url, poolclass=NullPool)
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -58,6 +58,13 @@ def test_upgrade_to_64_bit_indices_keeps_cached_data(empty_database: str) -> Non
                 " VALUES ('A000045', 'Fibonacci numbers', 0, now())"
             )
         )
+    return engine
+
+
+def test_upgrade_to_64_bit_indices_keeps_cached_data(empty_database: str) -> None:
+    """0004 -> 0005 converts a database holding sequences and factorizations in place."""
+    engine = _database_at(empty_database, "0004")
+    with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO sequence_values (id, first_index, terms, term_count, document,"
@@ -92,15 +99,7 @@ def test_upgrade_to_refresh_bookkeeping_counts_cached_rows_as_never_checked(
 ) -> None:
     """0005 -> 0006: what was cached has no known revision and was never checked, so
     the first refresh sweeps check it; the change notifications still fire."""
-    database_admin.upgrade(empty_database, "0005")
-    engine = create_engine(empty_database, poolclass=NullPool)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                'INSERT INTO sequences (id, name, "offset", meta_fetched_at)'
-                " VALUES ('A000045', 'Fibonacci numbers', 0, now())"
-            )
-        )
+    engine = _database_at(empty_database, "0005")
     database_admin.upgrade(empty_database)
     with engine.begin() as connection:
         assert connection.execute(
