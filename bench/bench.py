@@ -25,7 +25,8 @@ says so in the table's heading. Prints one table:
   so its hundreds of 20-155-digit terms are factored (up to BACKSCOPE_FACTOR_BUDGET
   each) throughout the load; the row says whether the task ran during the whole load
   and how many terms it factored meanwhile (needs the stack's settings, as `make bench`
-  passes them);
+  passes them); as root, also with the API and the factor worker in cgroups of their
+  own at each factor worker weight of bench/cgroups.py, in alternated rounds (medians);
 - peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
   values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
 """
@@ -48,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cgroups  # bench/cgroups.py, beside this script
 import requests
 
 SMALL = "/api/get_oeis_values/A000045/10"
@@ -65,6 +67,12 @@ IDENTICAL = 80
 # up to the factor budget each, so the task outlasts the load.
 FACTORING_ID = J_ID
 METADATA = "/api/get_oeis_metadata/A000045"
+# The factor worker's CPU weight in the cgroup rows (bench/cgroups.py).
+CGROUP_LABELS = {
+    "default": "default weight",
+    "idle": "CPUWeight=idle (deploy/)",
+    "shares 2": "cpu_shares: 2 (compose)",
+}
 
 
 def get_until_done(base: str, path: str, timeout: float = 120) -> requests.Response:
@@ -334,25 +342,30 @@ def factored_terms(seq_id: str) -> int:
         return session.scalar(query)
 
 
-def reads_while_factoring(
-    base: str, load: Callable[..., tuple[float, float, float]], connections: int, seconds: int
-) -> tuple[float, float, float, str]:
-    """The cached small read under `load` while FACTORING_ID is factored: it is forgotten
-    and asked for again, and its download schedules the factoring of every term. Returns
-    rate, p50, p99 and what the factor task did during the load."""
+def start_factoring(base: str) -> None:
+    """Have FACTORING_ID factored from now on: it is forgotten and asked for again, and
+    its download schedules the factoring of every term."""
     from shared.cache_admin import forget
     from shared.config import get_settings
     from shared.redis_db import get_redis
 
     forget(get_settings().database_url, get_redis("locks"), [FACTORING_ID])
     assert get_until_done(base, f"/api/get_oeis_values/{FACTORING_ID}/3").status_code == 200
-    lock = f"factors:{FACTORING_ID}"
     deadline = time.monotonic() + 60
-    while lock not in background_work():
+    while f"factors:{FACTORING_ID}" not in background_work():
         if time.monotonic() > deadline:
             raise SystemExit(f"no factor task for {FACTORING_ID} within 60 s: a factor worker?")
         time.sleep(0.2)
     time.sleep(2)  # past the first terms, which need no time at all
+
+
+def reads_while_factoring(
+    base: str, load: Callable[..., tuple[float, float, float]], connections: int, seconds: int
+) -> tuple[float, float, float, bool, int]:
+    """The cached small read under `load` while FACTORING_ID is factored (start_factoring).
+    Returns rate, p50, p99, whether the factor task ran throughout the load and how many
+    terms it factored meanwhile."""
+    lock = f"factors:{FACTORING_ID}"
     checks: list[bool] = []
     stop = threading.Event()
 
@@ -368,10 +381,61 @@ def reads_while_factoring(
     finally:
         stop.set()
         watcher.join()
-    factored = factored_terms(FACTORING_ID) - before
-    running = "ran throughout" if all(checks) else "STOPPED during the load"
-    note = f"factor task {running} ({sum(checks)}/{len(checks)} checks), {factored} terms factored"
-    return rate, p50, p99, note
+    return rate, p50, p99, all(checks), factored_terms(FACTORING_ID) - before
+
+
+def factoring_rows(
+    base: str,
+    load: Callable[..., tuple[float, float, float]],
+    connections: int,
+    seconds: int,
+    rounds: int,
+) -> list[tuple[str, str, str, str]]:
+    """The cached small read while FACTORING_ID is factored: with the stack as it runs
+    (one scheduling group, where BACKSCOPE_FACTOR_NICE orders the processes) and, as
+    root, with the factor worker in a cgroup of its own at each weight of
+    cgroups.WEIGHTS, as under systemd or Docker. The arrangements take turns for
+    `rounds` rounds, so the machine's slower minutes fall on all of them alike; each row
+    gives medians, and the range of the p99."""
+    start_factoring(base)
+    reason = cgroups.unavailable()
+    arrangements: list[str | None] = [None, *([] if reason else cgroups.WEIGHTS)]
+    rows = []
+    results: dict[str | None, list[tuple[float, float, float, bool, int]]] = {
+        arrangement: [] for arrangement in arrangements
+    }
+    for _ in range(rounds):
+        for arrangement in arrangements:
+            if arrangement is None:
+                measured = reads_while_factoring(base, load, connections, seconds)
+            else:
+                with cgroups.SeparateGroups() as separate:
+                    separate.weigh_factors(arrangement)
+                    measured = reads_while_factoring(base, load, connections, seconds)
+            results[arrangement].append(measured)
+    for arrangement, measured in results.items():
+        label = "cached small read, factor task running"
+        if arrangement is not None:
+            label = f"  same, factor worker in its own cgroup, {CGROUP_LABELS[arrangement]}"
+        rates, p50s, p99s, throughout, factored = zip(*measured, strict=True)
+        rows.append(
+            (
+                label,
+                f"{statistics.median(rates):,.0f} req/s",
+                f"p50 {statistics.median(p50s):.1f} ms",
+                f"p99 {statistics.median(p99s):.1f} ms ({min(p99s):.1f}-{max(p99s):.1f})",
+            )
+        )
+        note = (
+            f"factor task ran throughout {sum(throughout)}/{rounds} loads, "
+            f"{statistics.median(factored):.0f} terms factored per load"
+        )
+        rows.append((f"      ({note})", "", "", ""))
+    if reason:
+        rows.append(
+            (f"  (factor worker in a cgroup of its own: not measured, {reason})", "", "", "")
+        )
+    return rows
 
 
 def worker_peak_rss_mb() -> float:
@@ -436,6 +500,9 @@ def main() -> None:
         "--rows",
         default=",".join(ROW_GROUPS),
         help=f"the groups of rows to measure, in this order: {','.join(ROW_GROUPS)}",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the factoring rows (medians shown)"
     )
     parser.add_argument(
         "--settle", type=float, default=120, help="seconds to wait for background work first"
@@ -528,16 +595,7 @@ def main() -> None:
             )
         )
     if "factoring" in groups:
-        rate, p50, p99, note = reads_while_factoring(base, load, args.connections, args.seconds)
-        rows.append(
-            (
-                "cached small read, factor task running",
-                f"{rate:,.0f} req/s",
-                f"p50 {p50:.1f} ms",
-                f"p99 {p99:.1f} ms",
-            )
-        )
-        rows.append((f"  ({note})", "", "", ""))
+        rows += factoring_rows(base, load, args.connections, args.seconds, args.rounds)
     if "big" in groups:
         status, seconds, rss = ingest(base, BIG_ID)
         rows.append(
