@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -36,6 +37,20 @@ def test_units_restart_always_as_a_dedicated_user(name: str) -> None:
     assert service["ExecStart"].startswith("/srv/backscope/.venv/bin/")
     assert not any(word in service["ExecStart"] for word in ("pip", "make", "install"))
     assert "backscope-metrics.service" in unit["Unit"]["Requires"]
+
+
+def test_only_the_factor_worker_runs_on_idle_cpu() -> None:
+    # Each unit is a cgroup, and cgroups share the CPU by weight whatever the niceness
+    # inside them: without this, factoring takes as much CPU as the API (issue #17).
+    weights = {path.stem: _unit(path)["Service"].get("CPUWeight") for path in UNITS}
+    assert weights.pop("backscope-factors") == "idle"
+    assert set(weights.values()) == {None}
+
+
+def test_the_compose_factor_worker_has_the_lowest_cpu_weight() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["factors"]["cpu_shares"] == 2  # Docker's minimum; the default is 1024
+    assert [name for name, service in services.items() if "cpu_shares" in service] == ["factors"]
 
 
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:

@@ -4,6 +4,9 @@ It runs on the `factors` queue (shared/queue.py routes it there), served by its 
 workers (`make factor-worker`, or the `factors` program of supervisord.conf), so CPU-bound
 factoring never delays a download. It runs at a lower CPU priority
 (BACKSCOPE_FACTOR_NICE), so on a small machine it also yields to the API and PostgreSQL.
+Niceness only orders processes within one cgroup: where the factor worker has one of its
+own (a systemd unit, a container), the cgroup's weight does that (deploy/,
+docker-compose.yml).
 It locks its unit of work like the downloads do and calls shared.factor_batches.
 """
 
