@@ -336,9 +336,9 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
         return found if found.factored(n) else [factors_work(seq_id, n)]
 
     found = obtain(read, progressive=True, partial=partial)
+    if found.name is None:
+        schedule(metadata_work(seq_id))
     if isinstance(found, Cached):
-        if found.name is None:
-            schedule(metadata_work(seq_id))
         response = _complete_factors(found, n)  # built once, as for a cached answer
         if response is not None:
             return response
@@ -346,8 +346,6 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
             found = partial(session)
         if found is None:
             raise ChangedMeanwhile()
-    elif found.name is None:
-        schedule(metadata_work(seq_id))
     metrics.count_document_built("factors" if found.complete else "factors_partial")
     response = Response(_factors_json(found), mimetype="application/json")
     if not found.complete:

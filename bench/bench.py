@@ -455,11 +455,18 @@ def worker_peak_rss_mb() -> float:
     return peak / 1024
 
 
-def ingest(base: str, seq_id: str) -> tuple[int, float, float]:
-    """Ask for a sequence `make bench` forgot first: status, seconds, workers' peak RSS."""
+def ingest(base: str, seq_id: str, label: str) -> tuple[str, str, str, str]:
+    """The row for asking for a sequence `make bench` forgot first: status, seconds and
+    the download workers' peak RSS."""
     started = time.monotonic()
     response = get_until_done(base, f"/api/get_oeis_values/{seq_id}/3", timeout=600)
-    return response.status_code, time.monotonic() - started, worker_peak_rss_mb()
+    seconds = time.monotonic() - started
+    return (
+        label,
+        f"HTTP {response.status_code}",
+        f"{seconds:.1f} s",
+        f"worker peak RSS {worker_peak_rss_mb():.0f} MB",
+    )
 
 
 def background_work() -> list[str]:
@@ -585,27 +592,11 @@ def main() -> None:
         status, seconds = after_flood(base)
         rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
     if "ingest" in groups:
-        status, seconds, rss = ingest(base, J_ID)
-        rows.append(
-            (
-                "ingest A000521 (3.7 MB)",
-                f"HTTP {status}",
-                f"{seconds:.1f} s",
-                f"peak RSS {rss:.0f} MB",
-            )
-        )
+        rows.append(ingest(base, J_ID, "ingest A000521 (3.7 MB)"))
     if "factoring" in groups:
         rows += factoring_rows(base, load, args.connections, args.seconds, args.rounds)
     if "big" in groups:
-        status, seconds, rss = ingest(base, BIG_ID)
-        rows.append(
-            (
-                "ingest 100k terms x 1000 digits",
-                f"HTTP {status}",
-                f"{seconds:.1f} s",
-                f"worker peak RSS {rss:.0f} MB",
-            )
-        )
+        rows.append(ingest(base, BIG_ID, "ingest 100k terms x 1000 digits"))
     print(
         f"\nBackscope at {base} (load: {tool}, 2 threads x {args.connections} connections, "
         f"{args.seconds} s; {quiet})"

@@ -84,12 +84,16 @@ class SeparateGroups:
             raise SystemExit("no API or factor worker processes found: is the stack running?")
         if self.v2:
             (self.root / "cgroup.subtree_control").write_text("+cpu")
-        for role, group in self.groups.items():
-            group.mkdir(exist_ok=True)
-            for pid in processes[role]:
-                self.homes[pid] = self._group_of(pid)
-                self.role_home.setdefault(role, self.homes[pid])
-                self._move(pid, group)
+        try:
+            for role, group in self.groups.items():
+                group.mkdir(exist_ok=True)
+                for pid in processes[role]:
+                    self.homes[pid] = self._group_of(pid)
+                    self.role_home.setdefault(role, self.homes[pid])
+                    self._move(pid, group)
+        except BaseException:
+            self.__exit__()  # whatever was moved goes back
+            raise
         return self
 
     def weigh_factors(self, arrangement: str) -> None:
@@ -102,8 +106,10 @@ class SeparateGroups:
 
     def __exit__(self, *exc: object) -> None:
         for role, group in self.groups.items():
+            if not group.exists():
+                continue
             for pid in map(int, (group / "cgroup.procs").read_text().split()):
-                self._move(pid, self.homes.get(pid, self.role_home[role]))
+                self._move(pid, self.homes.get(pid, self.role_home.get(role, self.root)))
             group.rmdir()
 
     def _group_of(self, pid: int) -> Path:
