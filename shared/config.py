@@ -35,6 +35,9 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://root@127.0.0.1:5432/backscope"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_MODES = ("auto", "always", "never")
+# Where the search index comes from: the OEIS's bulk files, an oeisdata checkout
+# (BACKSCOPE_OEISDATA_DIR), or (auto) the checkout when one is configured.
+INDEX_SOURCES = ("auto", "bulk", "oeisdata")
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
 # BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
@@ -68,6 +71,7 @@ class Settings:
     oeis_connect_timeout: float
     oeis_read_timeout: float
     oeis_max_bytes: int
+    bulk_max_bytes: int  # largest bulk file (names.gz, stripped.gz) downloaded
     oeis_max_attempts: int
     oeis_backoff: float
     oeis_rate: float
@@ -83,6 +87,10 @@ class Settings:
     client_work_limit: int  # units of new work one client may have outstanding
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...]  # believed for X-Forwarded-For
     search_ttl: int  # seconds a cached search result is served
+    search_wait: float  # seconds a search without an index waits before answering 503
+    # The local search index (docs/search.md): where beat builds it from, how often.
+    index_source: str  # INDEX_SOURCES
+    index_interval: int  # seconds between builds by beat (0: beat never builds)
     # Following the OEIS (docs/maintenance.md, "Refreshing").
     refresh_interval: int  # seconds between beat's refresh sweeps
     refresh_after: int  # seconds after its last check a cached sequence is checked again
@@ -145,13 +153,6 @@ def _number(
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
-    return value
-
-
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = _text(name, default)
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -224,6 +225,7 @@ def load_settings() -> Settings:
         oeis_connect_timeout=_number("BACKSCOPE_OEIS_CONNECT_TIMEOUT", "5", float, 0.1),
         oeis_read_timeout=_number("BACKSCOPE_OEIS_READ_TIMEOUT", "30", float, 0.1),
         oeis_max_bytes=int(_number("BACKSCOPE_OEIS_MAX_BYTES", str(32 * 2**20), int, 1024)),
+        bulk_max_bytes=int(_number("BACKSCOPE_BULK_MAX_BYTES", str(512 * 2**20), int, 1024)),
         oeis_max_attempts=int(_number("BACKSCOPE_OEIS_MAX_ATTEMPTS", "5", int, 1)),
         oeis_backoff=_number("BACKSCOPE_OEIS_BACKOFF", "2", float, 0.1),
         oeis_rate=_number("BACKSCOPE_OEIS_RATE", "2", float, 0.01),
@@ -256,6 +258,9 @@ def load_settings() -> Settings:
         client_work_limit=int(_number("BACKSCOPE_CLIENT_WORK_LIMIT", "12", int, 1)),
         trusted_proxies=_networks("BACKSCOPE_TRUSTED_PROXIES"),
         search_ttl=int(_number("BACKSCOPE_SEARCH_TTL", "604800", int, 0)),
+        search_wait=_number("BACKSCOPE_SEARCH_WAIT", "10", float, 0),
+        index_source=_choice("BACKSCOPE_INDEX_SOURCE", "auto", INDEX_SOURCES),
+        index_interval=int(_number("BACKSCOPE_INDEX_INTERVAL", "86400", int, 0)),
         refresh_interval=int(_number("BACKSCOPE_REFRESH_INTERVAL", "3600", int, 1)),
         refresh_after=int(_number("BACKSCOPE_REFRESH_AFTER", "604800", int, 0)),
         refresh_batch=int(_number("BACKSCOPE_REFRESH_BATCH", "500", int, 0)),

@@ -12,15 +12,18 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -132,3 +135,68 @@ class FenceFloor(Base):
 
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)
     token: Mapped[int] = mapped_column(BigInteger)
+
+
+class SearchEntry(Base):
+    """One OEIS entry in the local search index (shared/search.py reads it,
+    shared/indexer.py builds it from the bulk files or an oeisdata checkout).
+
+    Independent of the cached sequences: it holds every entry of the OEIS, names and
+    first terms only, so that searching and naming need no OEIS request.
+    """
+
+    __tablename__ = "search_entries"
+
+    id: Mapped[str] = mapped_column(String(7), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    # The name's words, folded (shared/search.py: words), with their positions, and the
+    # words of its headline (before the first ':', '(' ...): what ranking compares.
+    words: Mapped[str] = mapped_column(TSVECTOR)
+    head: Mapped[str] = mapped_column(TSVECTOR)
+    head_words: Mapped[int] = mapped_column(Integer)
+    # The first terms as the bulk file has them (",0,1,1,2,"), and the distinct ones.
+    terms: Mapped[str] = mapped_column(Text)
+    term_set: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # What only an oeisdata checkout gives (NULL from the bulk files).
+    keywords: Mapped[str | None] = mapped_column(Text)
+    xrefs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    author: Mapped[str | None] = mapped_column(Text)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    revision: Mapped[int | None] = mapped_column(Integer)
+    modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dead: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # The other entries this one names (in its name, and its %Y lines), and how many
+    # entries name this one: the in-degree that ranks famous sequences first.
+    cites: Mapped[list[str]] = mapped_column(ARRAY(String(7)))
+    cited: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # floor(log2(1 + cited)), plus 3 for keyword `core` and 1 for `nice` (set with
+    # `cited`: shared/indexer.py).
+    popularity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the entry was built from (an md5 of its lines or file) and, for a file, its
+    # size and modification time: an incremental build reads only what changed.
+    digest: Mapped[str] = mapped_column(String(32))
+    stamp: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_search_entries_words", "words", postgresql_using="gin"),
+        Index("ix_search_entries_term_set", "term_set", postgresql_using="gin"),
+        Index("ix_search_entries_cites", "cites", postgresql_using="gin"),
+    )
+
+
+class SearchIndex(Base):
+    """What the search index holds: one row, written by the build that last completed
+    (a build that fails writes nothing, so the previous index goes on serving)."""
+
+    __tablename__ = "search_index"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    source: Mapped[str] = mapped_column(Text)  # "bulk" or "oeisdata"
+    location: Mapped[str] = mapped_column(Text)  # the URL or directory it came from
+    entries: Mapped[int] = mapped_column(Integer)
+    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float] = mapped_column(Float)
+    changed: Mapped[int] = mapped_column(Integer)  # entries added, changed or removed
+    # The bulk files' HTTP validators (ETag, Last-Modified), so that the next build asks
+    # "changed since?" and an unchanged file costs no download.
+    validators: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)

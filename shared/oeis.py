@@ -11,8 +11,9 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
@@ -43,6 +44,27 @@ def retry_after_seconds(header: str | None) -> int | None:
     return max(0, min(3600, round(when.timestamp() - time.time())))
 
 
+# What the OEIS may send a gzipped bulk file as.
+BULK_TYPES = ("application/gzip", "application/x-gzip", "application/octet-stream")
+
+
+class _Transfer:
+    """One response being read: its body in chunks, counting bytes against `limit`."""
+
+    def __init__(self, response: requests.Response, path: str, limit: int) -> None:
+        self.response = response
+        self.path = path
+        self.limit = limit
+        self.size = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        for chunk in self.response.iter_content(_CHUNK):
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise UpstreamBadData(f"OEIS answer for {self.path} exceeds {self.limit} bytes")
+            yield chunk
+
+
 class OEISClient:
     def __init__(self, settings: Settings, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
@@ -51,14 +73,23 @@ class OEISClient:
         self.http = requests.Session()
         self.http.headers["User-Agent"] = settings.user_agent
 
-    def _lines(
-        self, kind: str, path: str, params: dict[str, str] | None, accept: str
-    ) -> Iterator[str]:
-        """GET `path` and yield the body's lines, enforcing type, size and timeouts.
+    @contextmanager
+    def _request(
+        self,
+        kind: str,
+        path: str,
+        params: dict[str, str] | None,
+        accepts: tuple[str, ...],
+        limit: int,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[_Transfer]:
+        """GET `path`, enforcing type, size and timeouts, and turn every failure into
+        one of shared.errors. A conditional request (`headers` with If-None-Match or
+        If-Modified-Since) may be answered 304: then the transfer has no body.
 
-        Counted in backscope_oeis_requests_total by `kind` (values, metadata, search)
-        and outcome: ok, not_found, throttled (429 or 503), timeout, or error (anything
-        else, also an answer we cannot use or a read cut short)."""
+        Counted in backscope_oeis_requests_total by `kind` (values, metadata, search,
+        bulk) and outcome: ok, not_found, throttled (429 or 503), timeout, or error
+        (anything else, also an answer we cannot use or a read cut short)."""
         if self.limiter:
             try:
                 self.limiter.wait()
@@ -67,39 +98,23 @@ class OEISClient:
                     str(exc), retry_after=max(1, round(exc.retry_in))
                 ) from exc
         started = time.monotonic()
-        size = 0
+        transfer: _Transfer | None = None
         status = None
         outcome = "error"
         try:
             with self.http.get(
                 self.base + path,
                 params=params,
+                headers=headers,
                 stream=True,
                 timeout=(self.settings.oeis_connect_timeout, self.settings.oeis_read_timeout),
                 allow_redirects=False,
             ) as response:
                 status = response.status_code
-                self._check(response, path, accept)
-                # The pieces of the line not finished yet: joined once, when its end
-                # comes (re-joining a growing buffer for every chunk would be quadratic
-                # in a long line, e.g. a search answer that is one line of JSON).
-                pending: list[bytes] = []
-                for chunk in response.iter_content(_CHUNK):
-                    size += len(chunk)
-                    if size > self.settings.oeis_max_bytes:
-                        raise UpstreamBadData(
-                            f"OEIS answer for {path} exceeds {self.settings.oeis_max_bytes} bytes"
-                        )
-                    if b"\n" not in chunk:
-                        pending.append(chunk)
-                        continue
-                    first, *lines, last = chunk.split(b"\n")
-                    yield b"".join([*pending, first]).decode("utf-8", "replace")
-                    for line in lines:
-                        yield line.decode("utf-8", "replace")
-                    pending = [last]
-                if any(pending):
-                    yield b"".join(pending).decode("utf-8", "replace")
+                if not (status == 304 and headers):
+                    self._check(response, path, accepts, limit)
+                transfer = _Transfer(response, path, limit)
+                yield transfer
             outcome = "ok"
         except NotFound:
             outcome = "not_found"
@@ -125,13 +140,36 @@ class OEISClient:
                 extra={
                     "path": path,
                     "status": status,
-                    "bytes": size,
+                    "bytes": transfer.size if transfer else 0,
                     "outcome": outcome,
                     "duration_ms": round(seconds * 1000),
                 },
             )
 
-    def _check(self, response: requests.Response, path: str, accept: str) -> None:
+    def _lines(
+        self, kind: str, path: str, params: dict[str, str] | None, accept: str
+    ) -> Iterator[str]:
+        """GET `path` and yield the body's lines (see _request)."""
+        with self._request(kind, path, params, (accept,), self.settings.oeis_max_bytes) as got:
+            # The pieces of the line not finished yet: joined once, when its end comes
+            # (re-joining a growing buffer for every chunk would be quadratic in a long
+            # line, e.g. a search answer that is one line of JSON).
+            pending: list[bytes] = []
+            for chunk in got.chunks():
+                if b"\n" not in chunk:
+                    pending.append(chunk)
+                    continue
+                first, *lines, last = chunk.split(b"\n")
+                yield b"".join([*pending, first]).decode("utf-8", "replace")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+                pending = [last]
+            if any(pending):
+                yield b"".join(pending).decode("utf-8", "replace")
+
+    def _check(
+        self, response: requests.Response, path: str, accepts: tuple[str, ...], limit: int
+    ) -> None:
         status = response.status_code
         if status in (429, 503) or status >= 500:
             raise UpstreamUnavailable(
@@ -143,13 +181,47 @@ class OEISClient:
         if status != 200:
             raise UpstreamBadData(f"the OEIS answered {status} for {path}")
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type != accept:
+        if content_type not in accepts:
             raise UpstreamBadData(
-                f"the OEIS answered {path} with {content_type or 'no content type'}, not {accept}"
+                f"the OEIS answered {path} with {content_type or 'no content type'},"
+                f" not {' or '.join(accepts)}"
             )
         length = response.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.settings.oeis_max_bytes:
+        if length and length.isdigit() and int(length) > limit:
             raise UpstreamBadData(f"OEIS answer for {path} is {length} bytes, over the cap")
+
+    def download(
+        self,
+        path: str,
+        into: BinaryIO,
+        validators: dict[str, str],
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> dict[str, str] | None:
+        """Download a bulk file (`/names.gz`) into `into`, unless it has not changed
+        since the download that gave `validators` (its ETag and Last-Modified): then
+        None, and nothing is written. Otherwise the new validators. `progress(bytes,
+        total)` is called as it goes (total None when the OEIS does not say)."""
+        headers = {}
+        if validators.get("etag"):
+            headers["If-None-Match"] = validators["etag"]
+        if validators.get("last_modified"):
+            headers["If-Modified-Since"] = validators["last_modified"]
+        with self._request(
+            "bulk", path, None, BULK_TYPES, self.settings.bulk_max_bytes, headers or None
+        ) as got:
+            if got.response.status_code == 304:
+                return None
+            length = got.response.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+            for chunk in got.chunks():
+                into.write(chunk)
+                if progress:
+                    progress(got.size, total)
+            found = {
+                "etag": got.response.headers.get("ETag", ""),
+                "last_modified": got.response.headers.get("Last-Modified", ""),
+            }
+        return {key: value for key, value in found.items() if value}
 
     def bfile(self, seq_id: str) -> BFile:
         number = seq_id[1:]

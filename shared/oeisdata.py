@@ -58,24 +58,7 @@ class LocalOEIS:
             raise NotFound(f"the OEIS has no sequence {seq_id}") from None
         except OSError as exc:  # unreadable, or a directory where the file should be
             raise UpstreamBadData(f"cannot read local entry {seq_id}: {exc.strerror}") from None
-        fields: dict[str, list[str]] = {}
-        for line in text.splitlines():
-            match = _LINE.fullmatch(line.rstrip())
-            if match and match.group(2) == seq_id:
-                fields.setdefault(match.group(1), []).append(match.group(3) or "")
-        if not fields.get("N"):
-            raise UpstreamBadData(f"local entry {seq_id} has no %N name line")
-        revision, modified = _revision(fields.get("I", [""])[0])
-        return Entry(
-            id=seq_id,
-            name=fields["N"][0],
-            offset=parse_offset(fields.get("O", [""])[0]),
-            xrefs=fields.get("Y", []),
-            keywords=fields.get("K", [""])[0],
-            author=fields.get("A", [""])[0],
-            revision=revision,
-            modified=modified,
-        )
+        return seq_entry(read_fields(text, seq_id), seq_id)
 
     def mentions(self, seq_id: str, max_pages: int | None = None) -> tuple[list[str], bool]:
         """Ids of the other entries that mention `seq_id` (sorted), and True: the local
@@ -119,6 +102,35 @@ class LocalOEIS:
             except OSError as exc:  # one unreadable file does not hide the others
                 log.warning("oeisdata.unreadable", extra={"path": str(path), "error": exc.strerror})
         return found
+
+
+def read_fields(text: str, seq_id: str) -> dict[str, list[str]]:
+    """The lines of an entry in the internal format, by letter: {"N": [name], "Y":
+    [xref lines], ...}; lines of other entries, and lines that are not `%X Annnnnn`,
+    are left out."""
+    fields: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = _LINE.fullmatch(line.rstrip())
+        if match and match.group(2) == seq_id:
+            fields.setdefault(match.group(1), []).append(match.group(3) or "")
+    return fields
+
+
+def seq_entry(fields: dict[str, list[str]], seq_id: str) -> Entry:
+    """The entry that read_fields found; UpstreamBadData if it has no name."""
+    if not fields.get("N"):
+        raise UpstreamBadData(f"local entry {seq_id} has no %N name line")
+    revision, modified = _revision(fields.get("I", [""])[0])
+    return Entry(
+        id=seq_id,
+        name=fields["N"][0],
+        offset=parse_offset(fields.get("O", [""])[0]),
+        xrefs=fields.get("Y", []),
+        keywords=fields.get("K", [""])[0],
+        author=fields.get("A", [""])[0],
+        revision=revision,
+        modified=modified,
+    )
 
 
 def _revision(identification: str) -> tuple[int | None, datetime | None]:

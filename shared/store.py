@@ -21,7 +21,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.db import PREPARED, get_read_engine
-from shared.models import Factorization, FenceFloor, SearchResult, Sequence, SequenceValues
+from shared.models import (
+    Factorization,
+    FenceFloor,
+    SearchEntry,
+    SearchResult,
+    Sequence,
+    SequenceValues,
+)
 from shared.parsing import BFile, Entry
 
 log = logging.getLogger(__name__)
@@ -58,11 +65,13 @@ class Cached:
 
 # One round trip that never reads the terms themselves (slicing a large array means
 # decompressing all of it); the largest factored index is one backward index probe.
+# The name is the loaded metadata's, else the search index's (shared/indexer.py).
 PREPARED["backscope_cached"] = (
     "(text)",
     """
     SELECT v.first_index, v.term_count, v.etag,
-           CASE WHEN s.meta_fetched_at IS NOT NULL THEN s.name END,
+           CASE WHEN s.meta_fetched_at IS NOT NULL THEN s.name
+                ELSE (SELECT e.name FROM search_entries AS e WHERE e.id = v.id) END,
            (SELECT max(f.n) FROM factorizations AS f WHERE f.id = v.id)
     FROM sequence_values AS v JOIN sequences AS s ON s.id = v.id
     WHERE v.id = $1
@@ -203,8 +212,9 @@ def read_factors(session: Session, seq_id: str, count: int, max_bits: int) -> Fa
     sequence's values are not stored. A term above 2^`max_bits` that has no stored
     factorization yet is NO_FAC (it will never be tried)."""
     row = session.execute(
-        select(SequenceValues.first_index, Sequence.name)
+        select(SequenceValues.first_index, func.coalesce(Sequence.name, SearchEntry.name))
         .join(Sequence, Sequence.id == SequenceValues.id)
+        .outerjoin(SearchEntry, SearchEntry.id == SequenceValues.id)
         .where(SequenceValues.id == seq_id)
     ).first()
     if row is None:
@@ -219,7 +229,7 @@ def read_factors(session: Session, seq_id: str, count: int, max_bits: int) -> Fa
             "no_fac": NO_FAC,
         },
     )
-    return Factors(seq_id, row.name, {n: factors for n, factors in rows})
+    return Factors(seq_id, row[1], {n: factors for n, factors in rows})
 
 
 def read_sequence(session: Session, seq_id: str) -> Sequence | None:
@@ -340,22 +350,24 @@ def placeholder_name(seq_id: str) -> str:
 
 
 # Builds the get_oeis_name_and_values answer inside PostgreSQL, so a worker never holds
-# a second copy of a large sequence in memory. Terms are validated decimal strings
+# a second copy of a large sequence in memory. The name is the loaded metadata's, else
+# the search index's, else a placeholder. Terms are validated decimal strings
 # (shared/parsing.py) and need no escaping; the name goes through to_json.
 _DOCUMENT = text(
     """
     UPDATE sequence_values AS v SET document = doc.body, etag = md5(doc.body)
     FROM (
         SELECT '{"id":"' || v.id || '","name":'
-            || to_json(coalesce(s.name, :placeholder))::text || ',"values":{'
+            || to_json(coalesce(s.name, e.name, :placeholder))::text || ',"values":{'
             || coalesce(string_agg('"' || (v.first_index + t.ord - 1) || '":"' || t.term || '"',
                                    ',' ORDER BY t.ord), '')
             || '}}' AS body
         FROM sequence_values AS v
         JOIN sequences AS s ON s.id = v.id
+        LEFT JOIN search_entries AS e ON e.id = v.id
         LEFT JOIN LATERAL unnest(v.terms) WITH ORDINALITY AS t(term, ord) ON true
         WHERE v.id = :id
-        GROUP BY v.id, s.name
+        GROUP BY v.id, s.name, e.name
     ) AS doc
     WHERE v.id = :id
     """

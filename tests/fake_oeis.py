@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
+import hashlib
 import json
 import re
 import signal
@@ -84,6 +86,17 @@ GREETING = "Greetings from The On-Line Encyclopedia of Integer Sequences! http:/
 TEXT_PLAIN = "text/plain; charset=utf-8"
 TEXT_HTML = "text/html; charset=utf-8"
 APPLICATION_JSON = "application/json"
+APPLICATION_GZIP = "application/gzip"
+#: The OEIS's two bulk files (shared/spec/oeis.md, "Bulk files"), made from every entry
+#: the fake knows by name: the fixtures and the catalogue (see its README).
+BULK_PATHS = ("/names.gz", "/stripped.gz")
+BULK_HEADER = (
+    "# Greetings from The On-Line Encyclopedia of Integer Sequences! http://oeis.org/\n"
+    "# This is the fake OEIS of Backscope's tests: its fixtures and catalogue only.\n"
+    "# Last Modified: January 15 2024\n"
+    "# Use of this content is governed by the\n"
+    "#     OEIS End-User License: http://oeis.org/LICENSE\n"
+)
 
 NOT_FOUND_HTML = (
     b"<!DOCTYPE html>\n<html>\n<head><title>The On-Line Encyclopedia of Integer Sequences"
@@ -342,6 +355,14 @@ class _Handler(BaseHTTPRequestHandler):
                 {"Retry-After": str(fake.retry_after)},
             )
             return
+        if method == "GET" and path in BULK_PATHS:
+            body = fake.bulk_file(path[1:])
+            tag = f'"{hashlib.md5(body).hexdigest()}"'
+            if self.headers.get("If-None-Match") == tag:
+                self._send(record, (304, APPLICATION_GZIP, [], 0), {"ETag": tag})
+            else:
+                self._send(record, (200, APPLICATION_GZIP, [body], len(body)), {"ETag": tag})
+            return
         self._send(record, fake._route(method, path, query))
 
     def _wait_while(self, condition: Callable[[], bool]) -> bool:
@@ -447,6 +468,11 @@ class FakeOEIS:
 
         #: Every request received, control paths excluded.
         self.requests: list[Request] = []
+        #: A folder whose names.gz and stripped.gz are served instead of the ones made
+        #: from the fixtures (``--bulk-dir``; say, a synthetic OEIS of full size).
+        self.bulk_dir: Path | None = None
+        #: What :meth:`reset` sets ``bulk_dir`` back to.
+        self.default_bulk_dir: Path | None = None
 
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -458,6 +484,11 @@ class FakeOEIS:
         self._published: dict[int, dict[str, Any]] = {}
         self._published_bfiles: dict[int, bytes] = {}
         self._entries = self._load_entries()
+        catalogue = self.fixtures_dir / "catalogue.json"
+        self._catalogue: dict[int, dict[str, Any]] = {
+            entry["number"]: entry
+            for entry in (json.loads(catalogue.read_text("utf-8")) if catalogue.is_file() else [])
+        }
         self._texts = {n: json.dumps(e, ensure_ascii=False) for n, e in self._entries.items()}
 
     # ------------------------------------------------------------------ lifecycle
@@ -516,6 +547,7 @@ class FakeOEIS:
             self.requests.clear()
             self._published.clear()
             self._published_bfiles.clear()
+        self.bulk_dir = self.default_bulk_dir
         self.configure(**self.DEFAULTS)
 
     def publish(
@@ -555,6 +587,24 @@ class FakeOEIS:
             self._published[number] = entry
             self._published_bfiles[number] = bfile
         return entry
+
+    def bulk_file(self, name: str) -> bytes:
+        """names.gz or stripped.gz as the OEIS would serve them now: every entry known
+        by name (the catalogue, the fixtures as currently published), in A-number order."""
+        if self.bulk_dir is not None:
+            return (self.bulk_dir / name).read_bytes()
+        with self._lock:
+            entries = {**self._catalogue, **self._entries, **self._published}
+        lines = [BULK_HEADER]
+        for number in sorted(entries):
+            entry = entries[number]
+            text = entry["name"] if name == "names.gz" else f",{entry['data']},"
+            lines.append(f"A{number:06d} {text}\n")
+        return gzip.compress("".join(lines).encode(), mtime=0)
+
+    def catalogue(self) -> dict[int, dict[str, Any]]:
+        """The entries the fake knows only for its bulk files (number -> entry)."""
+        return dict(self._catalogue)
 
     def configure(self, **switches: Any) -> None:
         """Set switches by name, coercing JSON values (lists become sets of ids).
@@ -850,11 +900,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixtures dir")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--bulk-dir", type=Path, help="serve names.gz and stripped.gz from this folder"
+    )
     args = parser.parse_args(argv)
 
     fake = FakeOEIS(args.fixtures, host=args.host, port=args.port)
     fake.latency = args.latency
     fake.verbose = args.verbose
+    fake.bulk_dir = fake.default_bulk_dir = args.bulk_dir
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
