@@ -217,6 +217,12 @@ def _data(
     }
 
 
+def _without(operation: dict[str, Any], *statuses: str) -> dict[str, Any]:
+    """`operation` without the answers with these statuses."""
+    responses = {k: v for k, v in operation["responses"].items() if k not in statuses}
+    return {**operation, "responses": responses}
+
+
 def _path(
     name: str, description: str, schema: dict[str, Any], example: str | None = None
 ) -> dict[str, Any]:
@@ -311,7 +317,19 @@ def _operations() -> dict[str, Any]:
         },
         "/api/search_oeis/{term}": {
             "get": {
-                **_data("Search the OEIS: at most 10 results", "", "Search"),
+                **_without(
+                    _data(
+                        "Search the OEIS: at most 10 results",
+                        "From the local index of the whole OEIS when one is built (no OEIS "
+                        "request), else from the OEIS. Never 202: the front end's search bar "
+                        "cannot show it. Without an index, a search not done in time is a "
+                        "503 with Retry-After, as is one the same client's newer search "
+                        "superseded.",
+                        "Search",
+                    ),
+                    "202",
+                    "404",
+                ),
                 "parameters": [
                     _path(
                         "term",

@@ -16,16 +16,18 @@ from typing import TypeVar
 
 from celery.result import AsyncResult
 from flask import Blueprint, Response, jsonify
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.clients import client_address
 from api.errors import BadRequest, error
-from api.jobs import obtain, schedule
+from api.jobs import Pending, obtain, schedule
 from api.responses import documents, send_json
-from shared import metrics
+from shared import metrics, search, search_interest
 from shared.config import get_settings
 from shared.db import UNREACHABLE, listen_connection, session_scope
-from shared.errors import NotFound, UpstreamUnavailable
+from shared.errors import NotFound, Superseded, UpstreamUnavailable
 from shared.ids import normalize_id
 from shared.queue import app as celery
 from shared.readcache import ReadCache
@@ -78,10 +80,12 @@ metadata_reads: ReadCache[Document] = ReadCache(
     read_metadata_document, listen_connection, UNREACHABLE
 )
 search_reads: ReadCache[Document] = ReadCache(
-    lambda key: read_search_document(key, get_settings().search_ttl),
+    lambda key: search.read_document(key) or read_search_document(key, get_settings().search_ttl),
     listen_connection,
     UNREACHABLE,
 )
+# Seconds after which a search answered 503 may be tried again.
+SEARCH_RETRY = 2
 TASK_STATES = {
     "PENDING": "pending",
     "RECEIVED": "pending",
@@ -364,8 +368,39 @@ def check_term(term: str) -> None:
         raise BadRequest("the search term contains control characters")
 
 
+def _search_upstream(key: str) -> Document:
+    """The OEIS's results for `key` (no index has been built): cached, or searched
+    for. Never a 202, which the front end's search bar cannot show: when the search
+    is not done within BACKSCOPE_SEARCH_WAIT, a 503 says to try again, and a search
+    that the same client's newer search superseded is answered so at once."""
+    client, redis = client_address(), get_redis("locks")
+    try:
+        search_interest.ask(redis, client, key)
+    except RedisError as exc:
+        raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
+
+    def read(session: Session) -> bool | list[Work]:
+        if read_search(session, key, get_settings().search_ttl) is not None:
+            return True
+        if not search_interest.is_latest(redis, client, key):
+            raise Superseded("you have searched for something else since", SEARCH_RETRY)
+        return [search_work(key)]
+
+    try:
+        obtain(read, wait=get_settings().search_wait)
+    except Pending:
+        raise UpstreamUnavailable(
+            "the OEIS search is taking long; please try again", SEARCH_RETRY
+        ) from None
+    document = search_reads.get(key)
+    if document is None:
+        raise ChangedMeanwhile()
+    return document
+
+
 @bp.get("/search_oeis/<path:term>")
 def search_oeis(term: str) -> Response:
+    """Up to 10 results: from the local index when one is built, else from the OEIS."""
     check_term(term)
     key = search_key(term)
     document = search_reads.get(key)
@@ -373,15 +408,7 @@ def search_oeis(term: str) -> Response:
         search_reads.changed(key)
         document = None
     if document is None:
-
-        def read(session: Session) -> bool | list[Work]:
-            found = read_search(session, key, get_settings().search_ttl)
-            return True if found is not None else [search_work(key)]
-
-        obtain(read)
-        document = search_reads.get(key)
-        if document is None:
-            raise ChangedMeanwhile()
+        document = _search_upstream(key)
     # The term is echoed as given; the results are the document shared by every
     # spelling of the same search.
     quoted = json.dumps(term, ensure_ascii=False).encode()

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import click
@@ -29,7 +30,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from shared import cache_admin, database_admin, embedded, store
-from shared.config import ConfigError, Settings, get_settings, redacted
+from shared.config import INDEX_SOURCES, ConfigError, Settings, get_settings, redacted
+from shared.errors import BackscopeError
 from shared.lock import FINISHED_STATES, list_locks
 from shared.redis_db import get_redis
 from shared.work import Work, refresh_work, values_work
@@ -189,8 +191,8 @@ def services(ctx: click.Context, command: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- safety
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def _has_terminal() -> bool:
@@ -558,6 +560,105 @@ def refresh(
     _run_batch(ctx, works, batch)
 
 
+# ---------------------------------------------------------------- index
+
+
+class _Bars:
+    """One progress bar per phase of a build (shared/indexer.py: Progress)."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not total:  # a count without an end ("changed"): no bar
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase, self.shown = phase, 0
+            self.bar = click.progressbar(length=total, label=f"{phase:<20}", show_pos=True)
+            self.bar.__enter__()
+        self.bar.length = max(total, done, 1)
+        if done > self.shown:
+            self.bar.update(done - self.shown)
+            self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+_SOURCES = {
+    "bulk": "the bulk files (names.gz, stripped.gz) of",
+    "oeisdata": "the oeisdata checkout",
+}
+
+
+@main.command()
+@click.option(
+    "--source",
+    type=click.Choice(INDEX_SOURCES),
+    help="Build from the OEIS's bulk files or the oeisdata checkout (default: "
+    "BACKSCOPE_INDEX_SOURCE; auto is the checkout when BACKSCOPE_OEISDATA_DIR is set).",
+)
+@click.option("--full", is_flag=True, help="Read and rewrite every entry, changed or not.")
+@click.option("--remove", is_flag=True, help="Delete the index: searches go to the OEIS again.")
+@_yes
+def index(source: str | None, full: bool, remove: bool, yes: bool) -> None:
+    """Build or update the local search index of the whole OEIS.
+
+    Searches (and the names of sequences) are then answered from PostgreSQL with no
+    OEIS request. From the bulk files it costs two downloads (about 40 MB), none when
+    they have not changed since the last build; from an oeisdata checkout, none. Only
+    what changed since the last build is written, in one transaction: a build that
+    fails leaves the previous index serving. Beat runs it every
+    BACKSCOPE_INDEX_INTERVAL seconds.
+    """
+    settings = _settings()
+    from shared import indexer
+    from shared.db import session_scope
+    from shared.oeis import OEISClient
+    from shared.ratelimit import RateLimiter
+
+    if remove:
+        _confirm(settings, "delete the search index in {db}", yes)
+        with session_scope() as session:
+            removed = indexer.remove(session)
+        click.echo(f"Removed the search index ({_count(removed, 'entry', 'entries')}).")
+        return
+    chosen = indexer.source_of(settings, source)
+    if chosen == "oeisdata" and settings.oeisdata_dir is None:
+        raise click.UsageError("--source oeisdata needs BACKSCOPE_OEISDATA_DIR")
+    client = OEISClient(settings, RateLimiter(get_redis("ratelimit"), settings.oeis_rate))
+    bars = _Bars()
+    try:
+        result = indexer.build(settings, client, chosen, full, bars)
+    except (indexer.IndexBusy, BackscopeError) as exc:
+        raise click.ClickException(f"{exc}; the index is as it was") from exc
+    finally:
+        bars.close()
+    entries = _count(result.entries, "entry", "entries")
+    where = f"{_SOURCES[result.source]} {result.location}"
+    click.echo(
+        f"Indexed {entries} from {where} in {_duration(result.seconds)}: "
+        f"{result.added} added, {result.changed} changed, {result.removed} removed."
+    )
+
+
+def _index_status(state: Any) -> str:
+    if state is None:
+        return "none: searches go to the OEIS (`backscope index` builds the index)"
+    when = state.built_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    entries = _count(state.entries, "entry", "entries")
+    return (
+        f"{entries} from {_SOURCES[state.source]} {state.location},"
+        f" built {when} ({_duration(state.age)} ago) in {_duration(state.seconds)},"
+        f" {state.changed} changed"
+    )
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -597,8 +698,9 @@ def status() -> None:
 
     The database's migration revision against the code's head, how many sequences
     are cached, how many of them were not checked against the OEIS for longer than
-    BACKSCOPE_REFRESH_AFTER, how many tasks wait in each queue, which workers answer a
-    ping, and how many locks are held.
+    BACKSCOPE_REFRESH_AFTER, what the search index holds (from which source, built
+    when), how many tasks wait in each queue, which workers answer a ping, and how
+    many locks are held.
     """
     settings = _settings()
     db = cache_admin.database_status(settings.database_url, settings.refresh_after)
@@ -607,6 +709,12 @@ def status() -> None:
         rows.append(("cached", f"{_count(db.sequences, 'sequence')}, {db.with_values} with values"))
     if db.refresh is not None:
         rows.append(("refresh", _refresh_backlog(db.refresh, settings.refresh_after)))
+    if db.revision == db.head:
+        from shared import indexer
+        from shared.db import session_scope
+
+        with session_scope() as session:
+            rows.append(("index", _index_status(indexer.status(session))))
     client = get_redis("locks")
     try:
         client.ping()

@@ -35,3 +35,8 @@ class UpstreamUnavailable(BackscopeError):
     """The OEIS (or a service we depend on) cannot answer right now; try again later."""
 
     status = 503
+
+
+class Superseded(UpstreamUnavailable):
+    """A search whose askers have all searched for something newer since: dropped
+    before it cost an OEIS request (shared/search_interest.py)."""

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
-from shared.errors import BackscopeError, NotFound
+from shared.errors import BackscopeError, NotFound, Superseded
 from shared.models import Sequence, SequenceValues
 from shared.oeis import OEISClient
 from shared.parsing import Entry
@@ -131,17 +131,27 @@ def fetch_backrefs(source: MetadataSource, seq_id: str, token: int, max_pages: i
     )
 
 
-def run_search(client: OEISClient, term: str, token: int) -> str:
-    def download() -> list[list[str]]:
-        return [[entry.id, entry.name] for entry in client.search(term)[:SEARCH_RESULTS]]
+def run_search(
+    client: OEISClient, term: str, token: int, wanted: Callable[[], bool] | None = None
+) -> str:
+    """Search the OEIS for `term` and store the first page; "superseded" (nothing
+    sent, nothing stored) when `wanted()` says nobody would see the answer."""
 
-    return _ingest(
-        None,
-        token,
-        None,
-        download,
-        lambda session, results, token: store_search(session, term, results, token),
-    )
+    def download() -> list[list[str]]:
+        found = client.search(term, wanted=wanted)
+        return [[entry.id, entry.name] for entry in found[:SEARCH_RESULTS]]
+
+    try:
+        return _ingest(
+            None,
+            token,
+            None,
+            download,
+            lambda session, results, token: store_search(session, term, results, token),
+        )
+    except Superseded:
+        log.info("ingest.search_superseded", extra={"term": term[:80]})
+        return "superseded"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from urllib3.exceptions import ReadTimeoutError
 
 from shared import metrics
 from shared.config import Settings
-from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
+from shared.errors import NotFound, Superseded, UpstreamBadData, UpstreamUnavailable
 from shared.parsing import BFile, Entry, parse_bfile, parse_entries, parse_entry, search_results
 from shared.ratelimit import RateLimited, RateLimiter
 
@@ -82,6 +82,7 @@ class OEISClient:
         accepts: tuple[str, ...],
         limit: int,
         headers: dict[str, str] | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> Iterator[_Transfer]:
         """GET `path`, enforcing type, size and timeouts, and turn every failure into
         one of shared.errors. A conditional request (`headers` with If-None-Match or
@@ -89,7 +90,12 @@ class OEISClient:
 
         Counted in backscope_oeis_requests_total by `kind` (values, metadata, search,
         bulk) and outcome: ok, not_found, throttled (429 or 503), timeout, or error
-        (anything else, also an answer we cannot use or a read cut short)."""
+        (anything else, also an answer we cannot use or a read cut short).
+
+        `wanted()` is asked before waiting for the rate limit and again after: when it
+        says no, Superseded is raised and nothing is sent."""
+        if wanted is not None and not wanted():
+            raise Superseded(f"nobody wants {path} any more")
         if self.limiter:
             try:
                 self.limiter.wait()
@@ -97,6 +103,8 @@ class OEISClient:
                 raise UpstreamUnavailable(
                     str(exc), retry_after=max(1, round(exc.retry_in))
                 ) from exc
+        if wanted is not None and not wanted():
+            raise Superseded(f"nobody wants {path} any more")
         started = time.monotonic()
         transfer: _Transfer | None = None
         status = None
@@ -147,10 +155,16 @@ class OEISClient:
             )
 
     def _lines(
-        self, kind: str, path: str, params: dict[str, str] | None, accept: str
+        self,
+        kind: str,
+        path: str,
+        params: dict[str, str] | None,
+        accept: str,
+        wanted: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
         """GET `path` and yield the body's lines (see _request)."""
-        with self._request(kind, path, params, (accept,), self.settings.oeis_max_bytes) as got:
+        limit = self.settings.oeis_max_bytes
+        with self._request(kind, path, params, (accept,), limit, wanted=wanted) as got:
             # The pieces of the line not finished yet: joined once, when its end comes
             # (re-joining a growing buffer for every chunk would be quadratic in a long
             # line, e.g. a search answer that is one line of JSON).
@@ -229,18 +243,23 @@ class OEISClient:
             self._lines("values", f"/{seq_id}/b{number}.txt", None, "text/plain"), seq_id
         )
 
-    def _search(self, kind: str, query: str, start: int = 0) -> Any:
+    def _search(
+        self, kind: str, query: str, start: int = 0, wanted: Callable[[], bool] | None = None
+    ) -> Any:
         params = {"q": query, "fmt": "json"}
         if start:
             params["start"] = str(start)
-        body = "\n".join(self._lines(kind, "/search", params, "application/json"))
+        body = "\n".join(self._lines(kind, "/search", params, "application/json", wanted))
         try:
             return json.loads(body)
         except ValueError as exc:
             raise UpstreamBadData(f"the OEIS search for {query[:60]!r} is not JSON") from exc
 
-    def search(self, query: str, start: int = 0) -> list[Entry]:
-        return parse_entries(self._search("search", query, start))
+    def search(
+        self, query: str, start: int = 0, wanted: Callable[[], bool] | None = None
+    ) -> list[Entry]:
+        """A page of search results; Superseded (nothing sent) when `wanted()` says no."""
+        return parse_entries(self._search("search", query, start, wanted))
 
     def entry(self, seq_id: str) -> Entry:
         """The one entry for `seq_id`; NotFound if the OEIS has none."""

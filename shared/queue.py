@@ -98,6 +98,19 @@ app.conf.update(
         },
         # One query and a few hundred messages: it runs ahead of bulk work, and the
         # checks it queues are bulk work themselves (worker/tasks/refresh.py).
+        # The local search index (worker/tasks/index.py), daily by default.
+        **(
+            {
+                "update-search-index": {
+                    "task": "backscope.maintenance.update_index",
+                    "schedule": float(settings.index_interval),
+                    "kwargs": {"max_age": settings.index_interval / 2},
+                    "options": {"expires": float(settings.index_interval)},
+                }
+            }
+            if settings.index_interval
+            else {}
+        ),
         "refresh-cached-sequences": {
             "task": "backscope.refresh_sweep",
             "schedule": float(settings.refresh_interval),

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from shared.db import get_read_engine
 from shared.ids import format_id
 from shared.parsing import canonical_value
+from shared.store import Document, json_document
 
 RESULTS = 10
 # Words that say little about an entry: not counted in the size of a headline.
@@ -189,3 +191,12 @@ def find(connection: Connection, term: str, limit: int = RESULTS) -> list[list[s
 def indexed(connection: Connection) -> bool:
     """Whether a search index has been built (and so answers every search)."""
     return connection.execute(text("SELECT 1 FROM search_index")).first() is not None
+
+
+def read_document(term: str) -> Document | None:
+    """The results for `term` from the index as a JSON document (the API keeps it in
+    memory until the next build); None if no index has been built."""
+    with get_read_engine().connect() as connection:
+        if not indexed(connection):
+            return None
+        return json_document(find(connection, term))

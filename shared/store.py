@@ -122,7 +122,7 @@ class Document:
     expires: float = math.inf  # unix time after which it must be read again
 
 
-def _document(answer: object, expires: float = math.inf) -> Document:
+def json_document(answer: object, expires: float = math.inf) -> Document:
     body = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
     return Document(hashlib.md5(body).hexdigest(), body, expires)
 
@@ -143,7 +143,7 @@ def read_metadata_document(seq_id: str) -> Document | None:
     if row is None:
         return None
     name, xrefs, backrefs, revision, modified, checked_at = row
-    return _document(
+    return json_document(
         {
             "id": seq_id,
             "name": name,
@@ -166,7 +166,7 @@ def read_search_document(key: str, max_age: int) -> Document | None:
         " WHERE term = %(key)s AND fetched_at > now() - %(age)s * interval '1 second'",
         {"key": key, "age": max_age},
     )
-    return None if row is None else _document(row[0], float(row[1]) + max_age)
+    return None if row is None else json_document(row[0], float(row[1]) + max_age)
 
 
 @dataclass(frozen=True)

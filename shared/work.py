@@ -25,6 +25,8 @@ class Work:
         """What a log line about this work should name."""
         if self.kind == "search":
             return {"kind": self.kind, "term": self.args[0][:80]}
+        if self.kind == "index":
+            return {"kind": self.kind}
         return {"kind": self.kind, "seq_id": self.subject}
 
 
@@ -54,3 +56,8 @@ def factors_work(seq_id: str, count: int = 0) -> Work:
 def search_work(term: str) -> Work:
     digest = hashlib.sha256(term.encode()).hexdigest()[:32]
     return Work("search", digest, "backscope.run_search", (term,))
+
+
+def index_work() -> Work:
+    """Build or update the local search index (one at a time)."""
+    return Work("index", "oeis", "backscope.maintenance.update_index", ())

@@ -13,9 +13,16 @@ from time import perf_counter
 from typing import Any
 
 from celery import Task, current_task
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
 
 from shared import metrics
+from shared.config import get_settings
 from shared.db import dispose_engine
 from shared.logs import configure_logging
 from shared.queue import app
@@ -25,6 +32,7 @@ __all__ = ["app"]
 app.conf.include = [
     "worker.tasks.download",
     "worker.tasks.factor",
+    "worker.tasks.index",
     "worker.tasks.maintenance",
     "worker.tasks.purge",
     "worker.tasks.refresh",
@@ -85,3 +93,12 @@ def _json_logs(loglevel: str | int | None = None, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     """A forked pool process must not share the parent's database connections."""
     dispose_engine()
+
+
+@beat_init.connect
+def _index_at_start(**_: Any) -> None:
+    """Beat's first interval would be a day away: have the index built now if it is
+    missing or out of date (the task itself decides; worker/tasks/index.py)."""
+    interval = get_settings().index_interval
+    if interval:
+        app.send_task("backscope.maintenance.update_index", kwargs={"max_age": interval})

@@ -6,7 +6,7 @@ from functools import cache
 
 from celery import Task
 
-from shared import ingest
+from shared import ingest, search_interest
 from shared.config import get_settings
 from shared.oeis import OEISClient
 from shared.oeisdata import LocalOEIS
@@ -65,6 +65,13 @@ def fetch_backrefs(self: Task, seq_id: str) -> dict[str, str]:
 
 @app.task(name="backscope.run_search", bind=True)
 def run_search(self: Task, term: str) -> dict[str, str]:
+    """Search the OEIS, unless everyone who asked has searched for something newer."""
+
+    def wanted() -> bool:
+        return search_interest.wanted(get_redis("locks"), term)
+
     return run_locked(
-        self, search_work(term), lambda token: ingest.run_search(oeis_client(), term, token)
+        self,
+        search_work(term),
+        lambda token: ingest.run_search(oeis_client(), term, token, wanted),
     )
