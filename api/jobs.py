@@ -168,7 +168,7 @@ def obtain(
     read: Callable[[Session], T | list[Work]],
     progressive: bool = False,
     partial: Callable[[Session], T | None] | None = None,
-    wait: float | None = None,
+    wait_seconds: float | None = None,
 ) -> T:
     """Serve cached data, fetching what is missing first.
 
@@ -177,7 +177,7 @@ def obtain(
     results as it goes (factoring, in batches): then `read` is also tried about once a
     second while waiting, so a request for a few terms need not wait for a task that
     factors a whole sequence. When the work is not done in time, `partial` (if given)
-    may return what there is so far instead of a 202. `wait` is how long to wait
+    may return what there is so far instead of a 202. `wait_seconds` is how long to wait
     (BACKSCOPE_SYNC_WAIT if not given).
     """
 
@@ -193,7 +193,9 @@ def obtain(
         with session_scope() as session:
             return not isinstance(read(session), list)
 
-    deadline = time.monotonic() + (get_settings().sync_wait if wait is None else wait)
+    if wait_seconds is None:
+        wait_seconds = get_settings().sync_wait
+    deadline = time.monotonic() + wait_seconds
     task_ids: list[str] = []  # what a 202 points at
     waiting = False
     try:

@@ -387,7 +387,7 @@ def _search_upstream(key: str) -> Document:
         return [search_work(key)]
 
     try:
-        obtain(read, wait=get_settings().search_wait)
+        obtain(read, wait_seconds=get_settings().search_wait)
     except Pending:
         raise UpstreamUnavailable(
             "the OEIS search is taking long; please try again", SEARCH_RETRY
