@@ -36,6 +36,7 @@ from shared.store import (
     Cached,
     Document,
     Factors,
+    indexed_name,
     is_missing,
     placeholder_name,
     read_cached,
@@ -127,7 +128,9 @@ def _cached(seq_id: str, needs_name: bool) -> Cached:
             return found
         _check_missing(session, seq_id)
         needed = [] if found is not None else [values_work(seq_id)]
-        return [*needed, metadata_work(seq_id)] if needs_name else needed
+        if needs_name and (found is not None or indexed_name(session, seq_id) is None):
+            needed.append(metadata_work(seq_id))  # (else the index names it)
+        return needed
 
     return obtain(read)
 

@@ -236,6 +236,11 @@ def read_sequence(session: Session, seq_id: str) -> Sequence | None:
     return session.get(Sequence, seq_id)
 
 
+def indexed_name(session: Session, seq_id: str) -> str | None:
+    """The sequence's name in the local search index, if it is indexed."""
+    return session.scalar(select(SearchEntry.name).where(SearchEntry.id == seq_id))
+
+
 def search_key(term: str) -> str:
     """The form a search term is cached and sent to the OEIS in: case and runs of white
     space do not change what the OEIS finds, so "Fibonacci  numbers" and
