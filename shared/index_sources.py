@@ -53,7 +53,7 @@ class IndexRow:
     head: str
     head_words: int
     terms: str
-    term_set: list[str]
+    term_pairs: list[str]
     keywords: str | None
     xrefs: list[str] | None
     author: str | None
@@ -113,7 +113,7 @@ def make_row(
         head=search.tsvector(head),
         head_words=search.headline_size(head),
         terms=terms,
-        term_set=sorted(set(terms.strip(",").split(","))) if terms else [],
+        term_pairs=search.pairs(terms.strip(",").split(",")) if terms else [],
         keywords=entry.keywords if entry else None,
         xrefs=entry.xrefs if entry else None,
         author=entry.author if entry else None,

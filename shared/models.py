@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -154,9 +155,10 @@ class SearchEntry(Base):
     words: Mapped[str] = mapped_column(TSVECTOR)
     head: Mapped[str] = mapped_column(TSVECTOR)
     head_words: Mapped[int] = mapped_column(Integer)
-    # The first terms as the bulk file has them (",0,1,1,2,"), and the distinct ones.
+    # The first terms as the bulk file has them (",0,1,1,2,"), and the distinct pairs of
+    # consecutive ones ("0,1", "1,1", "1,2"), which find a run of terms.
     terms: Mapped[str] = mapped_column(Text)
-    term_set: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    term_pairs: Mapped[list[str]] = mapped_column(ARRAY(Text))
     # What only an oeisdata checkout gives (NULL from the bulk files).
     keywords: Mapped[str | None] = mapped_column(Text)
     xrefs: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
@@ -179,8 +181,11 @@ class SearchEntry(Base):
 
     __table_args__ = (
         Index("ix_search_entries_words", "words", postgresql_using="gin"),
-        Index("ix_search_entries_term_set", "term_set", postgresql_using="gin"),
+        Index("ix_search_entries_term_pairs", "term_pairs", postgresql_using="gin"),
         Index("ix_search_entries_cites", "cites", postgresql_using="gin"),
+        # The most popular first: a query matching many entries reads them in this order
+        # and stops at its pool (shared/search.py).
+        Index("ix_search_entries_popularity", literal_column("popularity").desc(), "id"),
     )
 
 

@@ -24,6 +24,7 @@ same words that queries are turned into here.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from sqlalchemy import Connection, text
 
 from shared.db import get_read_engine
 from shared.ids import format_id
-from shared.parsing import canonical_value
 from shared.store import Document, json_document
 
 RESULTS = 10
@@ -85,13 +85,20 @@ def tsvector(found: list[str]) -> str:
     return " ".join(f"'{word}':{min(i, 16383)}" for i, word in enumerate(found, 1))
 
 
+def pairs(values: list[str]) -> list[str]:
+    """The distinct pairs of consecutive terms ("1,2"): a run of terms is found by the
+    pairs it holds (far fewer entries hold all of them than hold all its values)."""
+    return sorted({f"{a},{b}" for a, b in itertools.pairwise(values)})
+
+
 @dataclass(frozen=True)
 class Query:
     """A search term, parsed: one of the three kinds, with what its SQL needs."""
 
     kind: str  # "id", "terms" or "words"
     seq_id: str = ""
-    # terms: the LIKE pattern over ",t1,t2,...," and the terms every match contains.
+    # terms: the LIKE pattern over ",t1,t2,...," and the pairs of consecutive terms
+    # every match holds.
     pattern: str = ""
     values: tuple[str, ...] = ()
     # words: the tsquery with the last word as a prefix, and with every word whole.
@@ -99,16 +106,15 @@ class Query:
     exact: str = ""
 
 
-def _terms_query(term: str) -> Query | None:
-    found = _TERM.findall(term)[:MAX_QUERY_TERMS]
-    values = [canonical_value(value.lstrip("+")) for value in found]
-    if None in values:
-        return None
+def _terms_query(term: str) -> Query:
+    # Canonical integers ("007" is 7, "-0" is 0); a term is at most 200 characters, far
+    # inside what int() converts.
+    values = [str(int(value)) for value in _TERM.findall(term)[:MAX_QUERY_TERMS]]
     complete = term[-1] in ", \t"  # the last number is finished
     run = ",".join(values)
     pattern = f"%,{run},%" if complete else f"%,{run}%"
     whole = values if complete else values[:-1]
-    return Query("terms", pattern=pattern, values=tuple(sorted(set(whole))))
+    return Query("terms", pattern=pattern, values=tuple(pairs(whole)))
 
 
 def _words_query(term: str) -> Query | None:
@@ -146,6 +152,10 @@ def parse(term: str) -> Query | None:
 
 # The tie-breaks every kind of search ends with.
 _ORDER_TAIL = "popularity DESC, length(name), id"
+# A term that many entries match (a first letter, "numbers", "1") is ranked among the
+# POOL most popular of them: read in popularity order, so PostgreSQL stops early
+# instead of ranking tens of thousands. A term that few entries match gets all of them.
+POOL = 200
 
 _SQL = {
     "id": f"""
@@ -155,14 +165,22 @@ _SQL = {
         LIMIT :limit
     """,
     "terms": f"""
-        SELECT id, name FROM search_entries
-        WHERE NOT dead AND term_set @> CAST(:values AS text[]) AND terms LIKE :pattern
+        SELECT id, name FROM (
+            SELECT id, name, popularity FROM search_entries
+            WHERE NOT dead AND term_pairs @> CAST(:values AS text[]) AND terms LIKE :pattern
+            ORDER BY popularity DESC, id
+            LIMIT {POOL}
+        ) AS pool
         ORDER BY {_ORDER_TAIL}
         LIMIT :limit
     """,
     "words": f"""
-        SELECT id, name FROM search_entries
-        WHERE NOT dead AND words @@ CAST(:match AS tsquery)
+        SELECT id, name FROM (
+            SELECT id, name, words, head, head_words, popularity FROM search_entries
+            WHERE NOT dead AND words @@ CAST(:match AS tsquery)
+            ORDER BY popularity DESC, id
+            LIMIT {POOL}
+        ) AS pool
         ORDER BY words @@ CAST(:exact AS tsquery) DESC,
                  CASE WHEN head @@ CAST(:match AS tsquery) THEN head_words ELSE 1000000 END,
                  {_ORDER_TAIL}

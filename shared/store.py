@@ -25,6 +25,7 @@ from shared.models import (
     Factorization,
     FenceFloor,
     SearchEntry,
+    SearchIndex,
     SearchResult,
     Sequence,
     SequenceValues,
@@ -770,11 +771,14 @@ def _raise_floor(session: Session, scope: str, token: int) -> None:
 
 
 def clear_all(session: Session, token: int) -> None:
-    """Delete every cached row; writes with a token up to `token` are refused afterwards."""
+    """Delete every cached row (the search index too); writes with a token up to `token`
+    are refused afterwards."""
     session.execute(select(func.pg_advisory_xact_lock(_WRITE_GUARD)))
     tables = ", ".join(
         table.name
         for table in (
+            SearchEntry.__table__,
+            SearchIndex.__table__,
             SearchResult.__table__,
             Factorization.__table__,
             SequenceValues.__table__,

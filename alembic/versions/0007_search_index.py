@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("head", postgresql.TSVECTOR(), nullable=False),
         sa.Column("head_words", sa.Integer(), nullable=False),
         sa.Column("terms", sa.Text(), nullable=False),
-        sa.Column("term_set", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("term_pairs", postgresql.ARRAY(sa.Text()), nullable=False),
         sa.Column("keywords", sa.Text(), nullable=True),
         sa.Column("xrefs", postgresql.ARRAY(sa.Text()), nullable=True),
         sa.Column("author", sa.Text(), nullable=True),
@@ -48,10 +48,15 @@ def upgrade() -> None:
         sa.Column("stamp", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_search_entries")),
     )
-    for column in ("cites", "term_set", "words"):
+    for column in ("cites", "term_pairs", "words"):
         op.create_index(
             f"ix_search_entries_{column}", "search_entries", [column], postgresql_using="gin"
         )
+    op.create_index(
+        "ix_search_entries_popularity",
+        "search_entries",
+        [sa.text("popularity DESC"), "id"],
+    )
     op.create_table(
         "search_index",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
