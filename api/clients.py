@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address, ip_network
 
 from flask import request
 
@@ -39,3 +39,18 @@ def client_address() -> str:
         if not _trusted(hop):
             return hop if _valid(hop) else address
     return address
+
+
+def budget_client(address: str) -> str:
+    """Who an address counts as for the work budget: an IPv4 address is one client;
+    an IPv6 address counts as its /64, which one host (or one home) owns whole and can
+    draw addresses from at will."""
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return address
+    if not isinstance(parsed, IPv6Address):
+        return address
+    if parsed.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+        return str(parsed.ipv4_mapped)
+    return str(ip_network(f"{parsed}/64", strict=False))

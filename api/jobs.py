@@ -14,20 +14,25 @@ from collections.abc import Callable
 from functools import cache
 from typing import TypeVar
 
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from celery.exceptions import (
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from celery.result import AsyncResult
 from flask import g
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from api.clients import client_address
-from shared import client_budget
+from api.clients import budget_client, client_address
+from shared import client_budget, waiting
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import BackscopeError, UpstreamUnavailable
-from shared.lock import FINISHED_STATES, lock_key, read_lock
-from shared.queue import BUSY_CLIENT, INTERACTIVE, join, start
+from shared.lock import FINISHED_STATES, extend_queued, lock_key, read_lock
+from shared.queue import BUSY_CLIENT, INTERACTIVE, join, requeue, start
 from shared.queue import app as celery
 from shared.queue import schedule as schedule_work
 from shared.redis_db import get_redis
@@ -69,13 +74,19 @@ def _start(work: Work) -> str:
     work outstanding already queues its next behind other clients' first requests."""
     joined = join(work)
     if joined is not None:
+        # Deferred work (nobody waited for it) gets its priority back: sent again.
+        if waiting.claim_deferred(get_redis("locks"), joined):
+            return requeue(work, joined, INTERACTIVE) or joined
         return joined
-    settings = get_settings()
-    client = client_address()
+    redis = get_redis("locks")
+    client = budget_client(client_address())
     try:
-        outstanding = client_budget.check(get_redis("locks"), client, settings.client_work_limit)
-        task_id = start(work, INTERACTIVE if outstanding < FAIR_SHARE else BUSY_CLIENT)
-        client_budget.charge(get_redis("locks"), client, task_id)
+        held = client_budget.reserve(redis, client, get_settings().client_work_limit)
+        task_id = None
+        try:
+            task_id = start(work, INTERACTIVE if held.outstanding < FAIR_SHARE else BUSY_CLIENT)
+        finally:
+            client_budget.settle(redis, held, task_id)
     except RedisError as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
     return task_id
@@ -106,6 +117,9 @@ def _raise_failure(result: AsyncResult) -> None:
     error = result.result
     if isinstance(error, BackscopeError):
         raise error
+    if result.state == "REVOKED" or isinstance(error, TaskRevokedError):
+        # Dropped by clear-db or reset-db (shared/queue_admin.py) while we waited.
+        raise UpstreamUnavailable("the work was cancelled by maintenance; try again", 5)
     if isinstance(error, (SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError)):
         raise UpstreamUnavailable("the download did not finish in time; try again", 30)
     log.error("work.task_failed", extra={"task_id": result.id, "error": repr(error)})
@@ -117,6 +131,17 @@ def _abandoned(work: Work, task_id: str) -> bool:
     was purged): its waiters should start the work again rather than wait on it."""
     holder = read_lock(get_redis("locks"), lock_key(work.kind, work.subject))
     return holder is None or holder.owner != task_id
+
+
+def _still_waiting(tasks: dict[str, Work], pending: dict, queued: set[str]) -> None:
+    """Say that this request still waits for the pending tasks (so they are not put
+    behind other work), and keep the locks of those still queued from expiring before
+    they start: a long queue must not let waiters start the work a second time."""
+    redis = get_redis("locks")
+    waiting.mark(redis, list(pending))
+    ttl = get_settings().lock_ttl
+    for tid in queued:
+        extend_queued(redis, lock_key(tasks[tid].kind, tasks[tid].subject), tid, ttl)
 
 
 def wait(
@@ -136,19 +161,25 @@ def wait(
     delay = 0.005
     next_lock_check = time.monotonic() + LOCK_CHECK_INTERVAL
     suspects: set[str] = set()
+    queued: set[str] = set()  # not started yet
     try:
+        _still_waiting(tasks, pending, queued)
         while pending:
+            queued.clear()
             for tid, result in list(pending.items()):
                 state = result.state
                 if state == "SUCCESS":
                     del pending[tid]
                 elif state in FINISHED_STATES:
                     _raise_failure(result)
+                elif state == "PENDING":
+                    queued.add(tid)
             now = time.monotonic()
             if not pending or now >= deadline:
                 return list(pending)
             if now >= next_lock_check:
                 next_lock_check = now + LOCK_CHECK_INTERVAL
+                _still_waiting(tasks, pending, queued)
                 # A task releases its lock a moment before its result is stored, so a
                 # task without its lock is abandoned only if still unfinished a check later.
                 lost = {tid for tid in pending if _abandoned(tasks[tid], tid)}

@@ -8,12 +8,16 @@ cached reads never come here.
 
 Per client, a sorted set in Redis holds the ids of the tasks it started, scored by when;
 finished tasks (read from the result backend) and entries older than MAX_AGE are
-dropped whenever the client asks for more.
+dropped whenever the client asks for more. A request first reserves a unit (one
+MULTI/EXEC adds it and counts), then starts its work and puts the task in its place:
+a burst of any size starts at most the budget.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
 
 from redis import Redis
 
@@ -26,6 +30,9 @@ KEY_PREFIX = "backscope:client:"
 MAX_AGE = 600.0
 # Seconds a client over its budget is asked to wait before trying again.
 RETRY_AFTER = 5
+# What a reservation is called in the set, and how long one can be pending.
+RESERVED = "reserved:"
+RESERVATION_AGE = 60.0
 
 
 class OverBudget(Exception):
@@ -43,28 +50,54 @@ def _key(client: str) -> str:
     return KEY_PREFIX + client
 
 
-def check(redis: Redis, client: str, limit: int) -> int:
-    """How many units of work `client` has outstanding; OverBudget if `limit` or more."""
-    key = _key(client)
-    redis.zremrangebyscore(key, "-inf", time.time() - MAX_AGE)
-    started = [member.decode() for member in redis.zrange(key, 0, -1)]
-    if not started:
-        return 0
-    finished = [
-        task for task, (state, _) in task_states(started).items() if state in FINISHED_STATES
-    ]
-    if finished:
-        redis.zrem(key, *finished)
-    outstanding = len(started) - len(finished)
-    if outstanding >= limit:
-        raise OverBudget(outstanding)
-    return outstanding
+@dataclass(frozen=True)
+class Reservation:
+    """A unit of a client's budget, held while its work is being started."""
+
+    key: str
+    token: str
+    outstanding: int  # the client's other units outstanding
 
 
-def charge(redis: Redis, client: str, task_id: str) -> None:
-    """Count the task `client` just started against its budget."""
+def _drop_finished(redis: Redis, key: str) -> None:
+    """Forget the client's tasks that have finished or are older than MAX_AGE, and
+    reservations older than RESERVATION_AGE (their request died between reserving and
+    starting)."""
+    now = time.time()
+    redis.zremrangebyscore(key, "-inf", now - MAX_AGE)
+    entries = redis.zrange(key, 0, -1, withscores=True)
+    members = [(member.decode(), score) for member, score in entries]
+    stale = [m for m, at in members if m.startswith(RESERVED) and at < now - RESERVATION_AGE]
+    started = [m for m, _ in members if not m.startswith(RESERVED)]
+    states = task_states(started) if started else {}
+    finished = [task for task, (state, _) in states.items() if state in FINISHED_STATES]
+    if stale or finished:
+        redis.zrem(key, *stale, *finished)
+
+
+def reserve(redis: Redis, client: str, limit: int) -> Reservation:
+    """Reserve one unit of `client`'s budget; OverBudget if it has `limit` outstanding.
+
+    Adding the reservation and counting happen in one MULTI/EXEC, so however many
+    requests of one client arrive at once, at most `limit` get a unit."""
     key = _key(client)
+    _drop_finished(redis, key)
+    token = f"{RESERVED}{uuid.uuid4().hex}"
     pipe = redis.pipeline()
-    pipe.zadd(key, {task_id: time.time()})
+    pipe.zadd(key, {token: time.time()})
+    pipe.zcard(key)
     pipe.expire(key, int(MAX_AGE))
+    _, count, _ = pipe.execute()
+    if count > limit:
+        redis.zrem(key, token)
+        raise OverBudget(count - 1)
+    return Reservation(key, token, count - 1)
+
+
+def settle(redis: Redis, reservation: Reservation, task_id: str | None) -> None:
+    """Replace the reservation with the task it started (None: nothing was started)."""
+    pipe = redis.pipeline()
+    pipe.zrem(reservation.key, reservation.token)
+    if task_id is not None:
+        pipe.zadd(reservation.key, {task_id: time.time()})
     pipe.execute()

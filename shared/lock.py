@@ -49,6 +49,31 @@ return value
 """
 
 
+# KEYS[1] lock key; ARGV[1] owner, ARGV[2] TTL in ms. Lengthens the TTL to at least
+# ARGV[2] if the lock is still ARGV[1]'s; 1 if it was.
+_EXTEND_QUEUED = """
+local raw = redis.call('get', KEYS[1])
+if not raw or cjson.decode(raw)['owner'] ~= ARGV[1] then return 0 end
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS[1] lock key; ARGV[1] owner now, ARGV[2] new owner. Hands the lock (same fence,
+# same TTL) to ARGV[2] if it is still ARGV[1]'s; the new value, or false.
+_HAND_OVER = """
+local raw = redis.call('get', KEYS[1])
+if not raw then return false end
+local value = cjson.decode(raw)
+if value['owner'] ~= ARGV[1] then return false end
+local new = string.format('{"fence":%d,"owner":"%s","taken":%.6f}',
+    value['fence'], ARGV[2], value['taken'])
+redis.call('set', KEYS[1], new, 'KEEPTTL')
+return new
+"""
+
+
 def lock_key(kind: str, subject: str) -> str:
     return f"{LOCK_PREFIX}{kind}:{subject}"
 
@@ -106,6 +131,21 @@ def release_value(client: Redis, info: LockInfo) -> bool:
     except LockNotOwnedError:
         return False
     return True
+
+
+def extend_queued(client: Redis, key: str, owner: str, ttl: float) -> bool:
+    """Keep the lock of work still waiting in the queue from expiring before its task
+    starts (the task renews it itself once it runs); False if it is not `owner`'s."""
+    return bool(client.register_script(_EXTEND_QUEUED)(keys=[key], args=[owner, int(ttl * 1000)]))
+
+
+def hand_over(client: Redis, key: str, owner: str, new_owner: str) -> bool:
+    """Make the task `new_owner` the holder of `owner`'s lock, with the same fencing
+    token: the work is re-queued under a new task id, and the old one, when it comes
+    up, finds the lock another's and steps aside."""
+    if not _OWNER.fullmatch(new_owner):
+        raise ValueError(f"bad lock owner {new_owner!r}")
+    return bool(client.register_script(_HAND_OVER)(keys=[key], args=[owner, new_owner]))
 
 
 class WorkLock(Lock):

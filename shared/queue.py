@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 
 from celery import Celery, current_task
@@ -23,9 +24,17 @@ from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from shared import waiting
 from shared.config import ConfigError, get_settings
 from shared.errors import UpstreamUnavailable
-from shared.lock import FINISHED_STATES, WorkLock, lock_key, read_lock, release_value
+from shared.lock import (
+    FINISHED_STATES,
+    WorkLock,
+    hand_over,
+    lock_key,
+    read_lock,
+    release_value,
+)
 from shared.logs import log_field
 from shared.redis_db import get_redis
 from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
@@ -136,15 +145,40 @@ def _request_id() -> str | None:
 
 def _send(work: Work, task_id: str, priority: int) -> None:
     # The request id travels as a message header; the worker logs it with every
-    # record of the task (worker/app.py), so one request can be followed into it.
-    request_id = _request_id()
-    app.send_task(
-        work.task,
-        args=work.args,
-        task_id=task_id,
-        priority=priority,
-        headers={"request_id": request_id} if request_id else None,
+    # record of the task (worker/app.py), so one request can be followed into it. When
+    # it was sent tells the worker whether its requester may still be on the way to
+    # waiting for it (shared/waiting.py).
+    headers: dict[str, object] = {"sent_at": time.time()}
+    if request_id := _request_id():
+        headers["request_id"] = request_id
+    app.send_task(work.task, args=work.args, task_id=task_id, priority=priority, headers=headers)
+
+
+def requeue(work: Work, task_id: str, priority: int, deferred: bool = False) -> str | None:
+    """Send `work` again under a new task id with `priority`, handing it `task_id`'s
+    lock (the same fencing token): when the old message comes up, its task finds the
+    lock another's and steps aside. `deferred` marks the new task as work nobody
+    waits for (shared/waiting.py), before it can be taken. The new task id; None if the
+    lock is no longer `task_id`'s (nothing is sent)."""
+    client = get_redis("locks")
+    key = lock_key(work.kind, work.subject)
+    new_id = str(uuid.uuid4())
+    if not hand_over(client, key, task_id, new_id):
+        return None
+    try:
+        if deferred:
+            waiting.mark_deferred(client, new_id)
+        _send(work, new_id, priority)
+    except BaseException:
+        holder = read_lock(client, key)
+        if holder is not None and holder.owner == new_id:
+            release_value(client, holder)
+        raise
+    log.info(
+        "work.requeued",
+        extra={**work.log_fields(), "task_id": new_id, "was": task_id, "priority": priority},
     )
+    return new_id
 
 
 def _start(work: Work, priority: int) -> str:

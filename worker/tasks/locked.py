@@ -10,12 +10,13 @@ from collections.abc import Callable
 from celery import Task
 from redis.exceptions import LockError
 
+from shared import waiting
 from shared.config import get_settings
 from shared.db import UNREACHABLE
 from shared.errors import UpstreamBadData, UpstreamUnavailable
 from shared.lock import WorkLock
 from shared.logs import log_context
-from shared.queue import MAX_RETRY_COUNTDOWN, VISIBILITY_TIMEOUT
+from shared.queue import BACKGROUND, MAX_RETRY_COUNTDOWN, VISIBILITY_TIMEOUT, requeue
 from shared.redis_db import get_redis
 from shared.work import Work
 
@@ -65,9 +66,25 @@ def _count_delivery(task: Task) -> None:
         )
 
 
+def _nobody_waits(task: Task) -> bool:
+    """Whether this is work queued for someone waiting (an interactive priority, first
+    attempt) whom nobody waits for any more (shared/waiting.py)."""
+    priority = (task.request.delivery_info or {}).get("priority")
+    if priority is None or priority >= BACKGROUND or task.request.retries:
+        return False
+    return not waiting.waited(get_redis("locks"), task.request.id, task.request.get("sent_at"))
+
+
 def _run_locked(task: Task, work: Work, body: Callable[[int], str]) -> dict[str, str]:
     settings = get_settings()
     task_id = task.request.id
+    if _nobody_waits(task):
+        # Let work someone waits for go first; this is still done, later.
+        new_id = requeue(work, task_id, BACKGROUND, deferred=True)
+        if new_id is not None:
+            log.info("task.deferred", extra={"new_task_id": new_id})
+            return {"outcome": "deferred", "owner": new_id}
+    waiting.claim_deferred(get_redis("locks"), task_id)  # running now: not to be re-sent
     lock = WorkLock(get_redis("locks"), work.kind, work.subject, settings.lock_ttl)
     if not (lock.adopt(task_id) or lock.take(task_id)):
         holder = lock.holder()
