@@ -81,7 +81,8 @@ def _start(work: Work) -> str:
     redis = get_redis("locks")
     client = budget_client(client_address())
     try:
-        held = client_budget.reserve(redis, client, get_settings().client_work_limit)
+        limit = get_settings().client_work_limit
+        held = client_budget.reserve(redis, client, limit, lock_key(work.kind, work.subject))
         task_id = None
         try:
             task_id = start(work, INTERACTIVE if held.outstanding < FAIR_SHARE else BUSY_CLIENT)

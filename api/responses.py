@@ -91,14 +91,16 @@ def send_json(etag: str, body: bytes, gzipped: bytes | None, final: bool) -> Res
     """Answer with `body`: 304 if the client has it, gzipped if it accepts gzip.
 
     `etag` also names the body's entry in `documents`, where the gzipped bytes are kept
-    once made (`gzipped` is None until then), so each document is compressed once per
-    process.
+    once made and looked up when `gzipped` is not given, so each document is
+    compressed once per process.
     """
     gz = len(body) >= GZIP_MIN_BYTES and _wants_gzip()
     tag = f"{etag}-gz" if gz else etag
     if "If-None-Match" in request.headers and request.if_none_match.contains(tag):
         response = Response(status=304)
     elif gz:
+        if gzipped is None and (held := documents.get(etag)) is not None:
+            gzipped = held[1]
         if gzipped is None:
             gzipped = gzip.compress(body, 6)
             documents.put(etag, body, gzipped)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
@@ -83,10 +84,19 @@ def _ingest(
 
 def _sequence_has(column: str, seq_id: str) -> Callable[[Session], bool]:
     def cached(session: Session) -> bool:
-        sequence = session.get(Sequence, seq_id)
-        return sequence is not None and getattr(sequence, column) is not None
+        found = select(Sequence.id).where(
+            Sequence.id == seq_id, getattr(Sequence, column).is_not(None)
+        )
+        return session.scalar(found) is not None
 
     return cached
+
+
+def has_values(session: Session, seq_id: str) -> bool:
+    """Whether the sequence's values are stored: one index probe, no row read (a
+    prefetch over a cached range asks this of every sequence)."""
+    found = select(SequenceValues.id).where(SequenceValues.id == seq_id)
+    return session.scalar(found) is not None
 
 
 def fetch_values(client: OEISClient, seq_id: str, token: int) -> str:
@@ -99,7 +109,7 @@ def fetch_values(client: OEISClient, seq_id: str, token: int) -> str:
     return _ingest(
         seq_id,
         token,
-        lambda session: session.get(SequenceValues, seq_id) is not None,
+        lambda session: has_values(session, seq_id),
         lambda: client.bfile(seq_id),
         store,
     )

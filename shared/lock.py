@@ -49,11 +49,16 @@ return value
 """
 
 
-# KEYS[1] lock key; ARGV[1] owner, ARGV[2] TTL in ms. Lengthens the TTL to at least
-# ARGV[2] if the lock is still ARGV[1]'s; 1 if it was.
+# KEYS[1] lock key; ARGV[1] owner, ARGV[2] TTL in ms, ARGV[3] the longest wait in the
+# queue in ms. Lengthens the TTL to at least ARGV[2] if the lock is still ARGV[1]'s and
+# was taken less than ARGV[3] ago; 1 if it was.
 _EXTEND_QUEUED = """
 local raw = redis.call('get', KEYS[1])
-if not raw or cjson.decode(raw)['owner'] ~= ARGV[1] then return 0 end
+if not raw then return 0 end
+local value = cjson.decode(raw)
+local now = redis.call('time')
+local age_ms = (tonumber(now[1]) - value['taken']) * 1000
+if value['owner'] ~= ARGV[1] or age_ms > tonumber(ARGV[3]) then return 0 end
 if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then
     redis.call('pexpire', KEYS[1], ARGV[2])
 end
@@ -133,10 +138,17 @@ def release_value(client: Redis, info: LockInfo) -> bool:
     return True
 
 
+# A task not started this many lock TTLs after it was queued is taken to be lost (its
+# message purged, say): its lock is lengthened no more, and expires.
+MAX_QUEUED_TTLS = 10
+
+
 def extend_queued(client: Redis, key: str, owner: str, ttl: float) -> bool:
     """Keep the lock of work still waiting in the queue from expiring before its task
-    starts (the task renews it itself once it runs); False if it is not `owner`'s."""
-    return bool(client.register_script(_EXTEND_QUEUED)(keys=[key], args=[owner, int(ttl * 1000)]))
+    starts (the task renews it itself once it runs), up to MAX_QUEUED_TTLS; False if it
+    is not `owner`'s, or was taken longer ago than that."""
+    args = [owner, int(ttl * 1000), int(ttl * MAX_QUEUED_TTLS * 1000)]
+    return bool(client.register_script(_EXTEND_QUEUED)(keys=[key], args=args))
 
 
 def hand_over(client: Redis, key: str, owner: str, new_owner: str) -> bool:

@@ -16,7 +16,9 @@ from shared.ids import format_id
 log = logging.getLogger(__name__)
 
 _INDEX = re.compile(r"-?[0-9]{1,19}")
-_VALUE = re.compile(r"(-?)0*([0-9]+)")
+# One pass, no backtracking: "(-?)0*([0-9]+)" took quadratic time on a long run of
+# zeros followed by something else.
+_VALUE = re.compile(r"-?[0-9]+")
 _OFFSET = re.compile(r"\s*(-?[0-9]{1,19})\s*(?:,.*)?")
 # Indices are stored as PostgreSQL bigint: the signed 64-bit range. The OEIS's largest
 # offsets (A241292 starts at 3,638,334,640,025) are far inside it.
@@ -55,11 +57,11 @@ class Entry:
 
 def canonical_value(text: str) -> str | None:
     """A decimal integer without leading zeros (`-0` is `0`), or None if `text` is not one."""
-    match = _VALUE.fullmatch(text)
-    if not match:
+    if not _VALUE.fullmatch(text):
         return None
-    sign, digits = match.groups()
-    return digits if digits == "0" else sign + digits
+    negative = text.startswith("-")
+    digits = text[negative:].lstrip("0") or "0"
+    return "-" + digits if negative and digits != "0" else digits
 
 
 def parse_bfile(lines: Iterable[str], seq_id: str) -> BFile:

@@ -24,7 +24,7 @@ from shared import factor_batches
 from shared.db import session_scope
 from shared.factor_batches import Limits, factor_term, factor_values
 from shared.factorize import NO_FAC
-from shared.lock import lock_key, read_lock
+from shared.lock import list_locks, lock_key, read_lock, release_value
 from shared.models import Factorization, Sequence
 from shared.parsing import BFile
 from shared.queue import app as celery
@@ -90,8 +90,14 @@ def process_tree(pid: int) -> dict[int, tuple[int, int]]:
 
 
 def purge_factor_queue() -> None:
+    """Drop queued factor work and its locks, as clear-db drops queued work and locks:
+    waiters then start the work again (a queued task's lock is kept while it is
+    waited for)."""
     with celery.connection_for_write() as connection:
         celery.amqp.queues[FACTORS_QUEUE].bind(connection.default_channel).purge()
+    for info in list_locks(get_redis("locks")):
+        if info.key.startswith(lock_key("factors", "")):
+            release_value(get_redis("locks"), info)
 
 
 # ------------------------------------------------------------------ store and body

@@ -100,6 +100,19 @@ def test_a_burst_starts_exactly_the_budget(client, fake_oeis, tuned) -> None:
     assert len(get_redis("locks").zrange(client_budget.KEY_PREFIX + "127.0.1.9", 0, -1)) == 12
 
 
+def test_identical_requests_arriving_together_share_one_unit(client, fake_oeis, tuned) -> None:
+    """The ~80 identical requests of one FactorStacks page are one unit of work, even
+    when they all arrive before any of them has started it."""
+    tuned(client_work_limit=2, sync_wait=0.5)
+    fake_oeis.hang = True
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(
+            pool.map(lambda _: client.get("/api/get_oeis_values/A910650/3").status_code, range(40))
+        )
+    fake_oeis.hang = False
+    assert set(statuses) == {202}, statuses
+
+
 def test_an_ipv6_64_is_one_client(client, fake_oeis, tuned) -> None:
     assert budget_client("2001:db8:1:2::5") == budget_client("2001:db8:1:2:ffff::9")
     assert budget_client("2001:db8:1:2::5") == "2001:db8:1:2::/64"
