@@ -75,9 +75,7 @@ class Sequence(Base):
     __table_args__ = (
         # The refresh sweep's order (shared/store.py: refresh_candidates), so it reads
         # the sequences due first instead of sorting the whole table every hour.
-        Index(
-            "ix_sequences_checked_at", literal_column("checked_at").asc().nulls_first(), "id"
-        ),
+        Index("ix_sequences_checked_at", literal_column("checked_at").asc().nulls_first(), "id"),
     )
 
 
