@@ -20,6 +20,7 @@ from shared.cache_admin import release_target
 from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
 from shared.oeis import OEISClient, retry_after_seconds
 from shared.oeisdata import LocalOEIS
+from shared.queue import BACKGROUND
 from shared.queue import app as celery
 from shared.ratelimit import RateLimiter
 from shared.redis_db import get_redis
@@ -136,7 +137,9 @@ def test_two_workers_share_one_rate(app, fake_oeis, workers) -> None:
     ids = [f"A9100{n:02d}" for n in range(30)]
     start = time.time()
     with app.app_context():
-        tasks = [queue.start(values_work(seq_id)) for seq_id in ids]
+        # Work these tests wait for themselves is queued at BACKGROUND: no request marks it as
+        # waited for, and interactive work nobody waits for is re-queued (shared/waiting.py).
+        tasks = [queue.start(values_work(seq_id), BACKGROUND) for seq_id in ids]
     for task in tasks:
         assert AsyncResult(task, app=celery).get(timeout=120)["outcome"] == "stored"
     times = [r.time for r in fake_oeis.requests if r.path.endswith(".txt")]
@@ -158,7 +161,7 @@ def test_throttled_three_times_then_healthy(app, fake_oeis, workers) -> None:
     )
     fake_oeis.throttle = 3
     fake_oeis.retry_after = 0
-    task = queue.start(values_work("A000027"))
+    task = queue.start(values_work("A000027"), BACKGROUND)
     assert AsyncResult(task, app=celery).get(timeout=60)["outcome"] == "stored"
     requests = [r for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
     assert [r.status for r in requests] == [503, 503, 503, 200]
@@ -179,7 +182,7 @@ def test_throttled_after_losing_the_lock_retries_cleanly(client, fake_oeis) -> N
     meets a 503 retries, and in the end gives up with the OEIS's error, not a lock error."""
     fake_oeis.throttle_always = True
     fake_oeis.latency = 1.0
-    task_id = queue.start(values_work("A000027"))
+    task_id = queue.start(values_work("A000027"), BACKGROUND)
     wait_until(lambda: fake_oeis.count("/A000027") == 1, 60, "the first attempt's request")
     assert release_target(get_redis("locks"), "A000027")  # lost while the request runs
     result = AsyncResult(task_id, app=celery)

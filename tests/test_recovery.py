@@ -23,6 +23,7 @@ from shared.db import session_scope
 from shared.errors import UpstreamBadData
 from shared.lock import WorkLock, lock_key, read_lock
 from shared.models import SequenceValues
+from shared.queue import BACKGROUND
 from shared.queue import app as celery
 from shared.redis_db import get_redis
 from shared.work import values_work
@@ -192,7 +193,9 @@ def test_purges_remove_exactly_the_stale_locks(
     dead.signal(signal.SIGKILL)
     dead.process.wait(10)
     # 4. A live task's lock (running on `live`).
-    task_id = queue.start(values_work("A000040"))
+    # Work these tests wait for themselves is queued at BACKGROUND: no request marks it as
+    # waited for, and interactive work nobody waits for is re-queued (shared/waiting.py).
+    task_id = queue.start(values_work("A000040"), BACKGROUND)
     wait_until(lambda: fake_oeis.bfile_downloads("A000040") == 1, 60, "the live download")
 
     with caplog.at_level(logging.WARNING):

@@ -68,9 +68,12 @@ def _count_delivery(task: Task) -> None:
 
 def _nobody_waits(task: Task) -> bool:
     """Whether this is work queued for someone waiting (an interactive priority, first
-    attempt) whom nobody waits for any more (shared/waiting.py)."""
-    priority = (task.request.delivery_info or {}).get("priority")
+    attempt, first delivery) whom nobody waits for any more (shared/waiting.py)."""
+    delivery = task.request.delivery_info or {}
+    priority = delivery.get("priority")
     if priority is None or priority >= BACKGROUND or task.request.retries:
+        return False
+    if delivery.get("redelivered"):  # its worker died under it: it ran, and is counted
         return False
     return not waiting.waited(get_redis("locks"), task.request.id, task.request.get("sent_at"))
 
