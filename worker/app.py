@@ -100,5 +100,9 @@ def _index_at_start(**_: Any) -> None:
     """Beat's first interval would be a day away: have the index built now if it is
     missing or out of date (the task itself decides; worker/tasks/index.py)."""
     interval = get_settings().index_interval
-    if interval:
+    if not interval:
+        return
+    try:
         app.send_task("backscope.maintenance.update_index", kwargs={"max_age": interval})
+    except Exception as exc:  # the broker is down: the daily run will do it
+        logging.getLogger(__name__).warning("index.not_scheduled", extra={"error": repr(exc)})
