@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import session_scope
 from shared.errors import BackscopeError, NotFound, Superseded
-from shared.models import Sequence, SequenceValues
+from shared.models import SearchEntry, Sequence, SequenceValues
 from shared.oeis import OEISClient
 from shared.parsing import Entry
 from shared.store import (
@@ -47,6 +47,34 @@ class MetadataSource(Protocol):
     def entry(self, seq_id: str) -> Entry: ...
 
     def mentions(self, seq_id: str, max_pages: int) -> tuple[list[str], bool]: ...
+
+
+class IndexedMetadata:
+    """Names, offsets, xrefs, keywords and authors from the local search index when it
+    was built from an oeisdata checkout (it has them all), else from `fallback`; back-
+    references always from `fallback`."""
+
+    def __init__(self, fallback: MetadataSource) -> None:
+        self.fallback = fallback
+
+    def entry(self, seq_id: str) -> Entry:
+        with session_scope() as session:
+            row = session.get(SearchEntry, seq_id)
+        if row is None or row.xrefs is None:  # not indexed, or from the bulk files
+            return self.fallback.entry(seq_id)
+        return Entry(
+            id=row.id,
+            name=row.name,
+            offset=row.offset,
+            xrefs=row.xrefs,
+            keywords=row.keywords or "",
+            author=row.author or "",
+            revision=row.revision,
+            modified=row.modified,
+        )
+
+    def mentions(self, seq_id: str, max_pages: int) -> tuple[list[str], bool]:
+        return self.fallback.mentions(seq_id, max_pages)
 
 
 def _ingest(

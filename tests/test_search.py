@@ -408,3 +408,39 @@ def test_a_search_is_never_answered_202(client, fake_oeis, monkeypatch) -> None:
     assert slow.status_code == 503 and "try again" in slow.json["error"]
     assert int(slow.headers["Retry-After"]) > 0
     fake_oeis.hang = False
+
+
+def test_with_an_index_ten_people_typing_cost_the_oeis_nothing(client, settings, fake_oeis) -> None:
+    build(settings, "bulk")
+    fake_oeis.reset()
+    fake_oeis.latency = 1.0  # were anything sent to the OEIS, it would show
+    words = ["fibonacci", "catalan", "squares", "prime", "factorial"] * 2
+    answers: list = []
+    people = [
+        threading.Thread(target=type_word, args=(client, word, f"127.0.2.{n}", answers))
+        for n, word in enumerate(words, 1)
+    ]
+    for person in people:
+        person.start()
+    for person in people:
+        person.join(90)
+    assert len(answers) == sum(len(word) for word in words)
+    assert {status for _, _, status, _ in answers} == {200}
+    finals = {prefix: body["results"][0][0] for _, prefix, _, body in answers if prefix in words}
+    assert finals["fibonacci"] == "A000045" and finals["catalan"] == "A000108"
+    assert fake_oeis.count("/search") == 0
+
+
+def test_metadata_comes_from_an_index_built_from_oeisdata(
+    client, settings, oeisdata, fake_oeis
+) -> None:
+    build(with_oeisdata(settings, oeisdata), "oeisdata")
+    fake_oeis.reset()
+    answer = client.get("/api/get_oeis_metadata/A000045")
+    assert answer.status_code == 200
+    assert answer.json["name"].startswith("Fibonacci numbers:")
+    assert "Cf. A000032 (Lucas numbers)" in answer.json["xrefs"]
+    assert answer.json["revision"] == 1523
+    queries = [r.query.get("q", "") for r in fake_oeis.requests if r.path == "/search"]
+    assert not [q for q in queries if q.startswith("id:")], queries  # the name and xrefs
+    assert "A000045" in queries  # back-references still come from the OEIS's search

@@ -24,12 +24,19 @@ def oeis_client() -> OEISClient:
     return OEISClient(settings, RateLimiter(get_redis("ratelimit"), settings.oeis_rate))
 
 
-def metadata_source() -> ingest.MetadataSource:
-    """The local oeisdata checkout when one is configured, else the OEIS web site."""
+def live_source() -> ingest.MetadataSource:
+    """The local oeisdata checkout when one is configured, else the OEIS web site: what
+    a refresh compares the cached data with."""
     settings = get_settings()
     if settings.oeisdata_dir:
         return LocalOEIS(settings.oeisdata_dir)
     return oeis_client()
+
+
+def metadata_source() -> ingest.MetadataSource:
+    """The search index when it holds the entry's metadata (built from oeisdata), else
+    the live source."""
+    return ingest.IndexedMetadata(live_source())
 
 
 @app.task(name="backscope.fetch_values", bind=True)

@@ -18,7 +18,7 @@ from shared.db import session_scope
 from shared.queue import BULK, app, schedule, start
 from shared.store import refresh_candidates
 from shared.work import factors_work, refresh_work
-from worker.tasks.download import metadata_source, oeis_client
+from worker.tasks.download import live_source, oeis_client
 from worker.tasks.locked import run_locked
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,7 @@ def refresh_sequence(self: Task, seq_id: str, max_age: int = 0) -> dict[str, str
     found: list[ingest.Refreshed] = []
 
     def body(token: int) -> str:
-        found.append(
-            ingest.refresh(oeis_client(), metadata_source(), seq_id, token, max_age, backoff)
-        )
+        found.append(ingest.refresh(oeis_client(), live_source(), seq_id, token, max_age, backoff))
         return found[-1].outcome
 
     # Upstream faults do not reach run_locked (they are failures to back off from, not
