@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # pg_try_advisory_xact_lock key: one build at a time.
 _BUILD_GUARD = 0x696E6478  # "indx"
 COPY_BATCH = 5000
+# A build that writes more entries than this analyzes the table before it commits.
+ANALYZE_AFTER = 1000
 NULL_TEXT = "\\N"
 # Quoted: "offset" is a keyword.
 _COLUMNS = [f'"{field.name}"' for field in fields(IndexRow)]
@@ -229,6 +231,10 @@ def _write(session: Session, changes: _Changes, progress: Progress) -> None:
         )
     progress("write", 2, 3)
     session.execute(text(_CITED))
+    if len(changes.rows) + len(changes.removed) > ANALYZE_AFTER:
+        # Fresh statistics at commit: the planner's choice between the word index and
+        # the popularity order depends on them (autovacuum may come much later).
+        session.execute(text("ANALYZE search_entries"))
     progress("write", 3, 3)
 
 
