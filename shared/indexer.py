@@ -141,9 +141,11 @@ class _Changes:
     seen: int  # entries the source has
 
 
-def _compare(session: Session, candidates: Iterable[Candidate], progress: Progress) -> _Changes:
-    """What differs between the source's entries and the index's; the new and changed
-    rows go to the temporary table `incoming_entries`."""
+def _compare(
+    session: Session, candidates: Iterable[Candidate], progress: Progress, full: bool
+) -> _Changes:
+    """What differs between the source's entries and the index's (everything, when
+    `full`); the new and changed rows go to the temporary table `incoming_entries`."""
     session.execute(
         text(
             "CREATE TEMP TABLE incoming_entries"
@@ -152,7 +154,7 @@ def _compare(session: Session, candidates: Iterable[Candidate], progress: Progre
     )
     incoming = _Copy(session, "incoming_entries", _COLUMNS, _NULLABLE)
     known = {
-        seq_id: (digest, stamp)
+        seq_id: ("", None) if full else (digest, stamp)
         for seq_id, digest, stamp in session.execute(
             text("SELECT id, digest, stamp FROM search_entries")
         )
@@ -294,6 +296,7 @@ def _changes(
     source: str,
     validators: dict[str, str],
     progress: Progress,
+    full: bool,
 ) -> tuple[_Changes | None, dict[str, str]]:
     """What changed in `source` since the index was built, and the bulk files'
     validators; None if the bulk files have not changed."""
@@ -301,7 +304,7 @@ def _changes(
         if settings.oeisdata_dir is None:
             raise ValueError("BACKSCOPE_OEISDATA_DIR is not set")
         files = seq_files(settings.oeisdata_dir, lambda done, total: progress("read", done, total))
-        return _compare(session, files, progress), {}
+        return _compare(session, files, progress, full), {}
     with tempfile.TemporaryDirectory(prefix="backscope-index-") as name:
         folder = Path(name)
         found = _download(client, folder, validators, progress)
@@ -312,7 +315,7 @@ def _changes(
             folder / BULK_FILES[1],
             lambda done, total: progress("read", done, total),
         )
-        return _compare(session, entries, progress), found
+        return _compare(session, entries, progress, full), found
 
 
 def build(
@@ -335,10 +338,8 @@ def build(
             raise IndexBusy("another index build is running")
         state = session.get(SearchIndex, 1)
         same_source = state is not None and state.source == source
-        if full:
-            session.execute(text("UPDATE search_entries SET digest = '', stamp = NULL"))
         previous = state.validators if same_source and not full and state else {}
-        changes, validators = _changes(session, settings, client, source, previous, progress)
+        changes, validators = _changes(session, settings, client, source, previous, progress, full)
         if changes is None:  # the bulk files have not changed: the index is current
             changes = _Changes([], 0, [], [], state.entries if state else 0)
         else:
