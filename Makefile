@@ -79,9 +79,15 @@ format: install ## Format and fix what ruff can
 # `make bench-stack`: the stack against the fake OEIS for `make bench`, with its own
 # database and Redis databases 8-11, no rate limit (the fake OEIS does not mind) and a
 # response cap large enough for the 100 MB b-file the memory measurement ingests.
+# Its fake OEIS serves the bulk files of a synthetic OEIS of full size (390,000
+# entries) from DEMO_OEIS_BULK_DIR, which the search rows of `make bench` generate
+# there (bench/synthetic_oeis.py) when missing; beat builds no index of its own
+# (BACKSCOPE_INDEX_INTERVAL=0): the search rows build it, timed, and a build started by
+# beat would take a core from the other rows.
 BENCH_ENV := BACKSCOPE_DATABASE_URL=postgresql+psycopg2://root@127.0.0.1:5432/backscope_bench \
 	BACKSCOPE_REDIS_URL=redis://127.0.0.1:6379/8 \
 	BACKSCOPE_OEIS_URL=http://127.0.0.1:8099 DEMO_OEIS_PORT=8099 \
+	DEMO_OEIS_BULK_DIR=$(CURDIR)/.data/synthetic-oeis BACKSCOPE_INDEX_INTERVAL=0 \
 	BACKSCOPE_OEIS_RATE=1000 BACKSCOPE_OEIS_MAX_BYTES=209715200 \
 	BACKSCOPE_METRICS_DIR=$(CURDIR)/.metrics-bench
 

@@ -28,7 +28,13 @@ says so in the table's heading. Prints one table:
   passes them); as root, also with the API and the factor worker in cgroups of their
   own at each factor worker weight of bench/cgroups.py, in alternated rounds (medians);
 - peak memory of a download worker process after ingesting a 100,000-term b-file of 1,000-digit
-  values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets).
+  values (A999999; needs BACKSCOPE_OEIS_MAX_BYTES above its ~100 MB, as bench-stack sets);
+- search (bench/search_rows.py, last, half an hour or more): the local search index over
+  a synthetic OEIS of 390,000 entries that the fake OEIS serves (DEMO_OEIS_BULK_DIR):
+  full and incremental builds from the bulk files and an oeisdata tree (seconds, peak
+  RSS), its size on disk, a cold pass over 1,000 different search terms, the same under
+  wrk against the cached small read, and --typists people typing at once with the index
+  and without it (the OEIS taking 1 s).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from urllib.parse import urlsplit
 
 import cgroups  # bench/cgroups.py, beside this script
 import requests
+import search_rows  # bench/search_rows.py, beside this script
 
 SMALL = "/api/get_oeis_values/A000045/10"
 LARGE = "/api/get_oeis_name_and_values/A000040"
@@ -493,7 +500,7 @@ def settle(seconds: float) -> str:
     return f"quiet stack (waited {waited:.0f} s for background work)"
 
 
-ROW_GROUPS = ("reads", "cold", "identical", "overload", "ingest", "factoring", "big")
+ROW_GROUPS = ("reads", "cold", "identical", "overload", "ingest", "factoring", "big", "search")
 
 
 def main() -> None:
@@ -514,6 +521,20 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=120, help="seconds to wait for background work first"
     )
+    parser.add_argument(
+        "--typists", type=int, default=10, help="people typing at once in the search rows"
+    )
+    parser.add_argument(
+        "--search-entries",
+        type=int,
+        default=search_rows.ENTRIES,
+        help="entries of the synthetic OEIS of the search rows",
+    )
+    parser.add_argument(
+        "--search-no-oeisdata",
+        action="store_true",
+        help="search rows: no oeisdata tree, builds from the bulk files only",
+    )
     args = parser.parse_args()
     base = args.url.rstrip("/")
     groups = set(args.rows.split(","))
@@ -521,6 +542,8 @@ def main() -> None:
         groups.discard("big")
     if unknown := groups - set(ROW_GROUPS):
         parser.error(f"unknown row groups: {', '.join(sorted(unknown))}")
+    if not 1 <= args.typists <= 254:
+        parser.error("--typists must be 1-254 (one loopback address each)")
 
     for path in (SMALL, LARGE, CHUNK, VALUES_27, SEARCH, METADATA):  # cached first
         assert get_until_done(base, path).status_code == 200, path
@@ -597,12 +620,30 @@ def main() -> None:
         rows += factoring_rows(base, load, args.connections, args.seconds, args.rounds)
     if "big" in groups:
         rows.append(ingest(base, BIG_ID, "ingest 100k terms x 1000 digits"))
+    if "search" in groups:
+        rows += search_rows.rows(
+            search_rows.Options(
+                base=base,
+                oeis=args.oeis.rstrip("/"),
+                seconds=args.seconds,
+                connections=args.connections,
+                typists=args.typists,
+                entries=args.search_entries,
+                oeisdata=not args.search_no_oeisdata,
+                fake=fake,
+            )
+        )
     print(
         f"\nBackscope at {base} (load: {tool}, 2 threads x {args.connections} connections, "
         f"{args.seconds} s; {quiet})"
     )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    # A row with only its first cell is a note: it does not widen the first column.
+    measured = [row for row in rows if any(row[1:])] or rows
+    widths = [max(len(row[i]) for row in measured) for i in range(4)]
     for row in rows:
+        if not any(row[1:]):
+            print("  " + row[0])
+            continue
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     print(json.dumps({"rows": rows}))
 
