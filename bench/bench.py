@@ -13,7 +13,9 @@ says so in the table's heading. Prints one table:
 - overload: cached reads of the small sequence by 4 clients while 40 other clients wait
   for uncached sequences from an OEIS that takes 25 s (answered, p50, p99); and how long
   another client's fresh request takes after one client's flood of 1,500 abandoned
-  requests for unknown sequences;
+  requests for unknown sequences (behind the 40 abandoned downloads: people still
+  waiting go first); and how many of one client's 64 simultaneous cold requests start
+  work (bench/burst_rows.py: at most BACKSCOPE_CLIENT_WORK_LIMIT);
 - cached small read again while a Prometheus-like scraper GETs /metrics every second
   (scrapes must not slow cached reads; the scrape count and its slowest time shown);
 - cached chunk read: like the others, for `get_oeis_chunk` (1,024 terms of A000040);
@@ -55,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import burst_rows  # bench/burst_rows.py, beside this script
 import cgroups  # bench/cgroups.py, beside this script
 import requests
 import search_rows  # bench/search_rows.py, beside this script
@@ -614,6 +617,8 @@ def main() -> None:
         )
         status, seconds = after_flood(base)
         rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
+        limit = int(os.environ.get("BACKSCOPE_CLIENT_WORK_LIMIT", "12"))
+        rows.append(burst_rows.burst_row(base, args.oeis.rstrip("/"), limit))
     if "ingest" in groups:
         rows.append(ingest(base, J_ID, "ingest A000521 (3.7 MB)"))
     if "factoring" in groups:
