@@ -109,6 +109,11 @@ def note(message: str) -> None:
     print(f"[search {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average: on 2 cores, above 2 means others ran too."""
+    return os.getloadavg()[0]
+
+
 def ms(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * q), len(ordered) - 1)] if ordered else 0.0
@@ -724,12 +729,14 @@ def rows(options: Options) -> list[Row]:
 
     # Index builds.
     vacuums: list[float] = []
+    loads: list[float] = []
 
     def build(
         label: str, *args: str, env: dict[str, str] | None = None, counts: bool = True
     ) -> Built:
         note(f"backscope index {' '.join(args)}")
         built = backscope_index(*args, env=env)
+        loads.append(load_average())
         vacuums.append(database.vacuum())
         what = built.counts() if counts else f"{built.entries:,} entries"
         table.append((label, what, f"{built.seconds:.0f} s", f"peak RSS {built.rss_mb:.0f} MB"))
@@ -764,7 +771,8 @@ def rows(options: Options) -> list[Row]:
             f"  (after each build VACUUM (ANALYZE) search_entries, {min(vacuums):.0f}-"
             f"{max(vacuums):.0f} s, not counted: autovacuum is {database.autovacuum()} here; "
             f"data regenerated {len(regenerated)} times, {min(regenerated):.0f}-"
-            f"{max(regenerated):.0f} s each; index --remove {removed.seconds:.0f} s)",
+            f"{max(regenerated):.0f} s each; index --remove {removed.seconds:.0f} s; load average"
+            f" {min(loads):.1f}-{max(loads):.1f} at the end of the builds)",
             "",
             "",
             "",
@@ -774,13 +782,16 @@ def rows(options: Options) -> list[Row]:
     # Searching: every API process dropped its answers when the last build committed.
     mix = term_mix(folder, entries)
     note(f"cold pass over {len(mix)} terms")
+    loads = [load_average()]
     table += cold_rows(cold_pass(options.base, mix))
     load = wrk_load if shutil.which("wrk") else python_load
     paths = [search_path(term) for _, term in mix]
     note("warm-up, cached small read, search under load")
     load(options.base, paths, options.connections, WARM_UP)
+    loads.append(load_average())
     small = load(options.base, [SMALL], options.connections, options.seconds)
     found = load(options.base, paths, options.connections, options.seconds)
+    loads.append(load_average())
     tool = "wrk" if load is wrk_load else "python load"
     table.append(
         (
@@ -801,7 +812,8 @@ def rows(options: Options) -> list[Row]:
     table.append(
         (
             f"  ({found.rate / small.rate:.2f}x the cached small read; {found.bad} errors or "
-            f"non-2xx; after a {WARM_UP} s warm-up)",
+            f"non-2xx; after a {WARM_UP} s warm-up; load average {loads[0]:.1f} before the cold"
+            f" pass, {loads[1]:.1f} before the loads, {loads[2]:.1f} after)",
             "",
             "",
             "",
@@ -816,13 +828,13 @@ def rows(options: Options) -> list[Row]:
         texts = [TYPED[i % len(TYPED)] for i in range(people)]
         note(f"{people} people typing, with the index")
         typed = typing(options.base, options.oeis, texts, "127.0.4", fake)
-        table += typing_rows("with index", typed)
+        table += typing_rows(f"with index (load average {load_average():.1f})", typed)
         note("removing the index; typing without it")
         backscope_index("--remove", "--yes")
         tag = run_tag()
         texts = [f"{TYPED[i % len(TYPED)]} {tag}" for i in range(people)]
         typed = typing(options.base, options.oeis, texts, "127.0.5", fake)
-        table += typing_rows("without index", typed)
+        table += typing_rows(f"without index (load average {load_average():.1f})", typed)
     finally:
         fake(options.oeis, "/_fake/config", {"latency": 0.0})
         note("building the index again")
