@@ -618,7 +618,7 @@ def main() -> None:
         status, seconds = after_flood(base)
         rows.append(("fresh request after a 1,500 flood", f"HTTP {status}", f"{seconds:.1f} s", ""))
         limit = int(os.environ.get("BACKSCOPE_CLIENT_WORK_LIMIT", "12"))
-        rows.append(burst_rows.burst_row(base, args.oeis.rstrip("/"), limit))
+        rows.append(burst_rows.burst_row(base, args.oeis.rstrip("/"), limit, get_from))
     if "ingest" in groups:
         rows.append(ingest(base, J_ID, "ingest A000521 (3.7 MB)"))
     if "factoring" in groups:

@@ -8,34 +8,21 @@ against BACKSCOPE_CLIENT_WORK_LIMIT (issue #25: reserving and counting are one s
 
 from __future__ import annotations
 
-import http.client
 import random
 import threading
-from urllib.parse import urlsplit
+from collections.abc import Callable
 
 import requests
 
 BURST = 64
 
 
-def _get(base: str, path: str, source: str, timeout: float) -> int:
-    parts = urlsplit(base)
-    connection = http.client.HTTPConnection(
-        parts.hostname, parts.port or 80, timeout=timeout, source_address=(source, 0)
-    )
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except OSError:
-        return 0
-    finally:
-        connection.close()
+Get = Callable[[str, str, str, float], tuple[int, float]]
 
 
-def burst(base: str, oeis: str, source: str = "127.0.4.1") -> tuple[int, int, int]:
-    """(requests that started work, 429s, others) for BURST simultaneous requests."""
+def burst(base: str, oeis: str, get: Get, source: str = "127.0.4.1") -> tuple[int, int, int]:
+    """(requests that started work, 429s, others) for BURST simultaneous requests;
+    `get(base, path, source, timeout)` is bench.py's get_from."""
     first = random.randrange(800000, 898000 - BURST)
     statuses: list[int] = []
     lock = threading.Lock()
@@ -43,7 +30,7 @@ def burst(base: str, oeis: str, source: str = "127.0.4.1") -> tuple[int, int, in
 
     def ask(n: int) -> None:
         go.wait()
-        status = _get(base, f"/api/get_oeis_values/A{first + n}/5", source, 60)
+        status, _ = get(base, f"/api/get_oeis_values/A{first + n}/5", source, 60)
         with lock:
             statuses.append(status)
 
@@ -62,8 +49,8 @@ def burst(base: str, oeis: str, source: str = "127.0.4.1") -> tuple[int, int, in
     return started, over, len(statuses) - started - over
 
 
-def burst_row(base: str, oeis: str, limit: int) -> tuple[str, str, str, str]:
-    started, over, other = burst(base, oeis)
+def burst_row(base: str, oeis: str, limit: int, get: Get) -> tuple[str, str, str, str]:
+    started, over, other = burst(base, oeis, get)
     return (
         f"{BURST} simultaneous cold requests, one client",
         f"{started} started (limit {limit})",
