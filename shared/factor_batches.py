@@ -59,8 +59,8 @@ def factor_term(term: str, limits: Limits, gp_path: str | None) -> str:
     return factorize(value, budget=limits.budget, max_value=2**limits.max_bits, gp_path=gp_path)
 
 
-# The terms still to factor in one page of positions, in index order (the order the
-# API's check relies on: see Cached.factored in shared/store.py). Pages, each read in its
+# The terms still to factor in one page of positions, in index order, so the
+# factored-through mark (shared/store.py) rises with every batch. Pages, each read in its
 # own short transaction, keep a sequence of 100,000 thousand-digit terms out of this
 # process's memory without holding a transaction open while factoring. A page is a slice
 # of the array, so only its own terms are unnested and checked for a factorization.
@@ -89,9 +89,10 @@ _DONE = text(
 )
 
 
-def _todo(seq_id: str, end: int) -> Iterator[tuple[int, str]]:
-    """(index, term) of every one of the first `end` terms without a factorization."""
-    for after in range(0, end, PAGE_TERMS):
+def _todo(seq_id: str, start: int, end: int) -> Iterator[tuple[int, str]]:
+    """(index, term) of every term at positions `start` < p <= `end` (from 1) without
+    a factorization."""
+    for after in range(start, end, PAGE_TERMS):
         page = {"id": seq_id, "after": after, "last": min(after + PAGE_TERMS, end)}
         with session_scope() as session:
             if session.execute(_DONE, page).scalar_one() == page["last"] - after:
@@ -124,19 +125,24 @@ def factor_values(
     """
     with session_scope() as session:
         row = session.execute(
-            select(SequenceValues.token, SequenceValues.term_count).where(
-                SequenceValues.id == seq_id
-            )
+            select(
+                SequenceValues.token,
+                SequenceValues.term_count,
+                SequenceValues.first_index,
+                SequenceValues.factored_through,
+            ).where(SequenceValues.id == seq_id)
         ).first()
         if row is None:
             return "no_values"
-        values_token, term_count = row
+        values_token, term_count, first_index, mark = row
+    # Every term up to the factored-through mark is factored: start after it.
+    done = 0 if mark is None else mark - first_index + 1
     gp = find_gp()
     started = time.monotonic()
     batch: list[tuple[int, str]] = []
     batch_started = started
     stored = no_fac = 0
-    for n, term in _todo(seq_id, min(count, term_count) if count > 0 else term_count):
+    for n, term in _todo(seq_id, done, min(count, term_count) if count > 0 else term_count):
         factors = factor_term(term, limits, gp)
         batch.append((n, factors))
         no_fac += factors == NO_FAC

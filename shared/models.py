@@ -96,6 +96,10 @@ class SequenceValues(Base):
     etag: Mapped[str] = mapped_column(String(32))
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     token: Mapped[int] = mapped_column(BigInteger)
+    # Every term up to this index has a stored factorization (NULL: not even the first).
+    # Raised as the factor task stores, lowered when a refresh drops the factorizations
+    # of changed terms (shared/store.py), so "is it all factored?" is one comparison.
+    factored_through: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Factorization(Base):

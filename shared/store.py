@@ -47,33 +47,28 @@ class Cached:
     term_count: int
     etag: str  # of the ready-made document (the whole sequence, with its name)
     name: str | None  # None until the metadata is loaded
-    factored_through: int | None  # the largest index with a stored factorization
+    factored_through: int | None  # every index up to this one is factored (see the model)
 
     def size(self, count: int) -> int:
         """How many terms a request for `count` (0: all) gets."""
         return count if 0 < count < self.term_count else self.term_count
 
     def factored(self, count: int) -> bool:
-        """Whether factorizations are stored for every term a request for `count` gets.
-
-        The factor task stores them in index order from the first index, so the last
-        index having one means all of them do. (Until a refresh's correction of a term
-        is factored again: the refresh schedules that factoring itself.)
-        """
+        """Whether factorizations are stored for every term a request for `count` gets."""
         last = self.first_index + self.size(count) - 1
         return self.factored_through is not None and self.factored_through >= last
 
 
 # One round trip that never reads the terms themselves (slicing a large array means
-# decompressing all of it); the largest factored index is one backward index probe.
-# The name is the loaded metadata's, else the search index's (shared/indexer.py).
+# decompressing all of it). The name is the loaded metadata's, else the search index's
+# (shared/indexer.py).
 PREPARED["backscope_cached"] = (
     "(text)",
     """
     SELECT v.first_index, v.term_count, v.etag,
            CASE WHEN s.meta_fetched_at IS NOT NULL THEN s.name
                 ELSE (SELECT e.name FROM search_entries AS e WHERE e.id = v.id) END,
-           (SELECT max(f.n) FROM factorizations AS f WHERE f.id = v.id)
+           v.factored_through
     FROM sequence_values AS v JOIN sequences AS s ON s.id = v.id
     WHERE v.id = $1
     """,
@@ -343,7 +338,8 @@ _UPSERT_VALUES = text(
     FROM incoming_terms
     ON CONFLICT (id) DO UPDATE SET
         first_index = excluded.first_index, terms = excluded.terms,
-        term_count = excluded.term_count, token = excluded.token, fetched_at = now()
+        term_count = excluded.term_count, token = excluded.token, fetched_at = now(),
+        factored_through = NULL
     WHERE v.token < excluded.token
     RETURNING v.id
     """
@@ -444,7 +440,30 @@ def _write_values(session: Session, seq_id: str, bfile: BFile, token: int) -> st
     ).first()
     if written is None:
         return None
+    # The factorizations kept (of unchanged terms) count again from the first index.
+    _raise_factored_mark(session, seq_id, bfile.first_index)
     return "new" if old_token is None else "changed"
+
+
+# Raises the factored-through mark to the end of the run of factored indices that
+# starts at :start (the index right after the mark), if :start is factored: an ordered
+# scan of the run, stopping at its first gap.
+_RAISE_MARK = text(
+    """
+    UPDATE sequence_values AS v SET factored_through = least(
+        v.first_index + v.term_count - 1,
+        (SELECT f.n FROM factorizations AS f
+         WHERE f.id = v.id AND f.n >= :start AND NOT EXISTS (
+             SELECT 1 FROM factorizations AS g WHERE g.id = f.id AND g.n = f.n + 1)
+         ORDER BY f.n LIMIT 1))
+    WHERE v.id = :id AND EXISTS (
+        SELECT 1 FROM factorizations AS f WHERE f.id = v.id AND f.n = :start)
+    """
+)
+
+
+def _raise_factored_mark(session: Session, seq_id: str, start: int) -> None:
+    session.execute(_RAISE_MARK, {"id": seq_id, "start": start})
 
 
 def store_factors(
@@ -459,9 +478,14 @@ def store_factors(
     been replaced since; a row already written under a newer token is kept."""
     if not _guarded(session, seq_id, token):
         return _refused("factors", seq_id, token)
-    current = session.scalar(
-        select(SequenceValues.token).where(SequenceValues.id == seq_id).with_for_update(read=True)
-    )
+    # Locked for the mark's update (not FOR SHARE then UPDATE: two batches doing that at
+    # once would deadlock); a refresh replacing the values waits, or is waited for.
+    row = session.execute(
+        select(SequenceValues.token, SequenceValues.first_index, SequenceValues.factored_through)
+        .where(SequenceValues.id == seq_id)
+        .with_for_update(key_share=True)
+    ).first()
+    current = None if row is None else row.token
     if current != values_token:
         log.info(
             "store.factors_values_changed",
@@ -483,6 +507,8 @@ def store_factors(
         where=Factorization.token < stmt.excluded.token,
     )
     session.execute(stmt)
+    mark = row.factored_through
+    _raise_factored_mark(session, seq_id, row.first_index if mark is None else mark + 1)
     return True
 
 

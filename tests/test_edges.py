@@ -9,11 +9,20 @@ import pytest
 from sqlalchemy import event, text
 
 import api.responses
-from shared import ingest
+from shared import factor_batches, ingest
 from shared.db import get_engine, session_scope
 from shared.errors import UpstreamBadData
-from shared.parsing import BFile, canonical_value, parse_bfile
-from shared.store import refresh_candidates, store_values
+from shared.lock import lock_key
+from shared.parsing import BFile, Entry, canonical_value, parse_bfile
+from shared.redis_db import get_redis
+from shared.store import (
+    read_cached,
+    read_factors,
+    refresh_candidates,
+    store_factors,
+    store_refresh,
+    store_values,
+)
 
 
 @pytest.mark.timeout(20)  # the old pattern took minutes on this line (0.16 s at 4k)
@@ -93,3 +102,38 @@ def test_metadata_answers_are_gzipped_once(client, monkeypatch) -> None:
         answer = client.get("/api/get_oeis_metadata/A000045", headers={"Accept-Encoding": "gzip"})
         assert answer.headers["Content-Encoding"] == "gzip"
     assert len(compressed) == 1
+
+
+def _factored_then_revised(seq_id: str) -> None:
+    """Ten terms, all factored; then a refresh corrects term 5, which drops its
+    factorization (the largest factored index stays 10, the last one)."""
+    terms = [str(n) for n in range(1, 11)]
+    with session_scope() as session:
+        store_values(session, seq_id, BFile(1, terms), token=1)
+        store_factors(session, seq_id, 1, [(n, f"[{n},1]") for n in range(1, 11)], token=2)
+    assert read_cached(seq_id).factored(0)
+    revised = [*terms[:4], "55", *terms[5:]]
+    entry = Entry(seq_id, "Revised", 1, [], "nonn", "")
+    with session_scope() as session:
+        assert store_refresh(session, entry, BFile(1, revised), token=3) == "new_terms"
+
+
+def test_a_revision_reopens_exactly_the_terms_it_changed(database) -> None:
+    _factored_then_revised("A000027")
+    cached = read_cached("A000027")
+    assert cached.factored(4) and not cached.factored(5) and not cached.factored(0)
+    limits = factor_batches.Limits(budget=2, max_bits=512)
+    assert factor_batches.factor_values("A000027", 0, 4, limits) == "stored"
+    cached = read_cached("A000027")
+    assert cached.factored(0)
+    with session_scope() as session:
+        factors = read_factors(session, "A000027", 0, 512)
+    assert factors.complete and factors.factors[5] == "[5,1;11,1]"
+
+
+def test_the_factors_route_asks_for_the_holes_a_revision_left(client) -> None:
+    _factored_then_revised("A000027")
+    answer = client.get("/api/get_oeis_factors/A000027/0")
+    assert answer.status_code == 200 and answer.get_json()["complete"] is False
+    # Factoring is scheduled (no factor worker runs here, so its lock stays held).
+    assert get_redis("locks").exists(lock_key("factors", "A000027"))

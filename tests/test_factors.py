@@ -25,7 +25,7 @@ from shared.db import session_scope
 from shared.factor_batches import Limits, factor_term, factor_values
 from shared.factorize import NO_FAC
 from shared.lock import list_locks, lock_key, read_lock, release_value
-from shared.models import Factorization, Sequence
+from shared.models import Factorization, Sequence, SequenceValues
 from shared.parsing import BFile
 from shared.queue import app as celery
 from shared.redis_db import get_redis
@@ -381,9 +381,11 @@ def test_downloads_schedule_factoring_and_values_requests_fill_gaps(client, fact
     assert read_lock(get_redis("locks"), lock_key("factors", "A153080")) is None
     assert queued_factor_tasks() == 0
 
-    # Factors lost (say the background task never ran): a values request schedules them.
+    # Factoring stopped after 40 terms (say the background task died): a values request
+    # schedules the rest.
     with session_scope() as session:
         session.execute(Factorization.__table__.delete().where(Factorization.n >= 40))
+        session.execute(SequenceValues.__table__.update().values(factored_through=39))
 
     def requested_and_factored() -> bool:
         # (The API hears of the deletion a moment after it commits: shared/readcache.py.)

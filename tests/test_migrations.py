@@ -121,3 +121,28 @@ def test_upgrade_to_refresh_bookkeeping_counts_cached_rows_as_never_checked(
     finally:
         notified.close()
     engine.dispose()
+
+
+def test_upgrade_to_the_factored_mark_computes_it_from_the_stored_factorizations(
+    empty_database: str,
+) -> None:
+    """0008 -> 0009: the mark is the end of the run of factored indices from the first
+    index, so a hole that a refresh left is factored again."""
+    engine = _database_at(empty_database, "0008")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sequence_values (id, first_index, terms, term_count, document,"
+                " etag, token) VALUES ('A000045', 0, '{0,1,1,2,3,5}', 6, '{}', 'e', 7)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO factorizations (id, n, factors, token)"
+                " SELECT 'A000045', n, '[]', 7 FROM unnest('{0,1,2,4,5}'::bigint[]) AS n"
+            )
+        )
+    database_admin.upgrade(empty_database)
+    with engine.begin() as connection:
+        assert connection.scalar(text("SELECT factored_through FROM sequence_values")) == 2
+    engine.dispose()

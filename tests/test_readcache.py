@@ -19,7 +19,15 @@ from shared.lock import current_fence
 from shared.parsing import BFile, Entry
 from shared.readcache import ReadCache
 from shared.redis_db import get_redis
-from shared.store import Cached, clear_all, forget, read_cached, store_metadata, store_values
+from shared.store import (
+    Cached,
+    clear_all,
+    forget,
+    read_cached,
+    store_factors,
+    store_metadata,
+    store_values,
+)
 from tests.helpers import wait_until
 
 
@@ -143,9 +151,8 @@ def add_name(session) -> None:
 
 
 def add_factorization(session) -> None:
-    session.execute(
-        text("INSERT INTO factorizations (id, n, factors, token) VALUES ('A000045', 0, '[0,1]', 1)")
-    )
+    values_token = session.scalar(text("SELECT token FROM sequence_values WHERE id = 'A000045'"))
+    store_factors(session, "A000045", values_token, [(0, "[0,1]")], token=token())
 
 
 @pytest.mark.parametrize(
