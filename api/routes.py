@@ -12,7 +12,6 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from time import monotonic, time
-from typing import TypeVar
 
 from celery.result import AsyncResult
 from flask import Blueprint, Response, jsonify
@@ -21,9 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.clients import client_address
+from api.documents import Entry, documents, values_slice
 from api.errors import BadRequest, error
-from api.jobs import Pending, obtain, schedule
-from api.responses import documents, send_json
+from api.jobs import Pending, obtain, schedule, wait_slot
+from api.responses import send_json
 from shared import metrics, search, search_interest
 from shared.config import get_settings
 from shared.db import UNREACHABLE, listen_connection, session_scope
@@ -46,7 +46,6 @@ from shared.store import (
     read_search,
     read_search_document,
     read_sequence,
-    read_terms,
     search_key,
 )
 from shared.work import (
@@ -71,7 +70,6 @@ COUNT = re.compile(r"[0-9]{1,9}")
 CHUNK_SIZE = 1024
 CHUNK = re.compile(r"-?[0-9]{1,18}")
 TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-R = TypeVar("R", Response, Response | None)
 # What is cached per sequence, kept in memory until the database reports a change, and
 # served from memory while the database cannot be reached (shared/readcache.py).
 cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection, UNREACHABLE)
@@ -135,62 +133,65 @@ def _cached(seq_id: str, needs_name: bool) -> Cached:
     return obtain(read)
 
 
-def _values_json(cached: Cached, first: int, last: int) -> bytes | None:
-    """The values answer holding terms `first`..`last` (positions from 1; none when
-    first > last); None if the data changed meanwhile."""
-    terms = read_terms(cached.id, cached.etag, first, last) if first <= last else []
-    if terms is None:
-        return None
-    start = cached.first_index + first - 1
-    values = {str(start + i): term for i, term in enumerate(terms)}
-    answer = {"id": cached.id, "name": cached.name or placeholder_name(cached.id), "values": values}
-    return json.dumps(answer, separators=(",", ":")).encode()
+def _current(cached: Cached) -> Cached:
+    """The cached data now, after finding that `cached` is out of date (the news of the
+    change may be on its way)."""
+    cached_reads.changed(cached.id)
+    return _cached(cached.id, cached.name is not None)
 
 
-def _send(
-    cached: Cached,
-    kind: str,
-    suffix: str,
-    build: Callable[[Cached], bytes | None],
-    again: Callable[[Cached], R],
-) -> Response | R:
-    """Send the document built by `build`, built once per version of the data (its key is
-    the data's ETag + `suffix`; each build counted under `kind`) and then served from
-    memory. If the data changed since `cached` was read, `again` answers from the current
-    data instead."""
-    key = cached.etag + suffix
-    entry = documents.get(key)
-    if entry is None:
-        with documents.building(key):  # identical requests build it once
-            entry = documents.get(key)
-            if entry is None:
-                body = build(cached)
-                if body is None:  # replaced since we looked (the news may be on its way)
-                    cached_reads.changed(cached.id)
-                    return again(_cached(cached.id, cached.name is not None))
-                metrics.count_document_built(kind)
-                documents.put(key, body)
-                entry = (body, None)
-    return send_json(key, *entry, final=cached.name is not None)
+def _build(
+    cached: Cached, kind: str, key: str, make: Callable[[Cached], bytes | None]
+) -> Entry | None:
+    """The document `key` of this version of the data: held in memory, or made by
+    `make` once for every request asking meanwhile (each build counted under `kind`).
+    None if the data changed since `cached` was read."""
+
+    def counted() -> bytes | None:
+        body = make(cached)
+        if body is not None:
+            metrics.count_document_built(kind)
+        return body
+
+    return documents.build(key, counted)
 
 
-def _whole(cached: Cached) -> bytes | None:
+def _read_whole(cached: Cached) -> bytes | None:
     text = read_document(cached.id, cached.etag)
     return None if text is None else text.encode()
 
 
+def _whole(cached: Cached) -> tuple[Cached, Entry]:
+    """The whole sequence's document (every values answer is cut out of it), read once
+    per version, with the data it is of: `cached`, or the current data if that changed
+    meanwhile. One too large to share the memory budget takes a wait slot while it is
+    read, so that requests for it never hold the threads kept for cached reads."""
+    while True:
+        if cached.document_bytes <= documents.max_entry:
+            entry = _build(cached, "values", cached.etag, _read_whole)
+        elif (entry := documents.get(cached.etag)) is None:
+            with wait_slot("this large sequence is being read for others; please try again"):
+                entry = _build(cached, "values", cached.etag, _read_whole)
+        if entry is not None:
+            return cached, entry
+        cached = _current(cached)
+
+
+def _slice(cached: Cached, whole: Entry, suffix: str, first: int, last: int) -> Response:
+    """The values answer holding the terms at positions `first` to `last` (from 1), cut
+    out of the whole document: cheap, so never kept (a client asking for every count
+    in turn must not push everyone's documents out)."""
+    body = values_slice(whole[0], cached.first_index, first, last)
+    return send_json(cached.etag + suffix, body, None, cached.name is not None, keep=False)
+
+
 def _answer(cached: Cached, count: int) -> Response:
     """The first `count` values (all when 0)."""
+    cached, whole = _whole(cached)
     size = cached.size(count)
     if size == cached.term_count:
-        return _send(cached, "values", "", _whole, lambda now: _answer(now, count))
-    return _send(
-        cached,
-        "values",
-        f"-{size}",
-        lambda c: _values_json(c, 1, size),
-        lambda now: _answer(now, count),
-    )
+        return send_json(cached.etag, *whole, final=cached.name is not None)
+    return _slice(cached, whole, f"-{size}", 1, size)
 
 
 @bp.get("/get_oeis_values/<seq_id>/<count>")
@@ -229,7 +230,9 @@ def _header_json(cached: Cached) -> bytes:
 
 
 def _header(cached: Cached) -> Response:
-    return _send(cached, "header", "-header", _header_json, _header)
+    key = cached.etag + "-header"
+    body, gzipped = _build(cached, "header", key, _header_json)  # (made from `cached`)
+    return send_json(key, body, gzipped, final=cached.name is not None)
 
 
 @bp.get("/get_oeis_header/<seq_id>")
@@ -240,17 +243,13 @@ def get_oeis_header(seq_id: str) -> Response:
 
 
 def _chunk(cached: Cached, chunk: int) -> Response:
+    cached, whole = _whole(cached)
     # Positions (from 1) of the indices chunk*CHUNK_SIZE <= i < (chunk+1)*CHUNK_SIZE.
     first = max(chunk * CHUNK_SIZE, cached.first_index) - cached.first_index + 1
     last = min((chunk + 1) * CHUNK_SIZE, cached.first_index + cached.term_count)
     last -= cached.first_index
-    return _send(
-        cached,
-        "chunk",
-        f"-chunk{chunk}" if first <= last else "-chunk-empty",  # one entry for all empty ones
-        lambda c: _values_json(c, first, last),
-        lambda now: _chunk(now, chunk),
-    )
+    suffix = f"-chunk{chunk}" if first <= last else "-chunk-empty"
+    return _slice(cached, whole, suffix, first, last)
 
 
 @bp.get("/get_oeis_chunk/<seq_id>/<chunk>")
@@ -311,7 +310,12 @@ def _complete_factors(cached: Cached, count: int) -> Response | None:
             return None  # changed meanwhile: never cache a partial answer as final
         return _factors_json(factors)
 
-    return _send(cached, "factors", f"-factors{cached.size(count)}", build, lambda now: None)
+    key = f"{cached.etag}-factors{cached.size(count)}"
+    entry = _build(cached, "factors", key, build)
+    if entry is None:
+        cached_reads.changed(cached.id)
+        return None
+    return send_json(key, *entry, final=cached.name is not None)
 
 
 @bp.get("/get_oeis_factors/<seq_id>/<count>")

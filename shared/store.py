@@ -48,6 +48,7 @@ class Cached:
     etag: str  # of the ready-made document (the whole sequence, with its name)
     name: str | None  # None until the metadata is loaded
     factored_through: int | None  # every index up to this one is factored (see the model)
+    document_bytes: int  # the size of the ready-made document
 
     def size(self, count: int) -> int:
         """How many terms a request for `count` (0: all) gets."""
@@ -59,16 +60,16 @@ class Cached:
         return self.factored_through is not None and self.factored_through >= last
 
 
-# One round trip that never reads the terms themselves (slicing a large array means
-# decompressing all of it). The name is the loaded metadata's, else the search index's
-# (shared/indexer.py).
+# One round trip that never reads the terms or the document (slicing a large array
+# means decompressing all of it; a TOASTed value's length is in its pointer). The name
+# is the loaded metadata's, else the search index's (shared/indexer.py).
 PREPARED["backscope_cached"] = (
     "(text)",
     """
     SELECT v.first_index, v.term_count, v.etag,
            CASE WHEN s.meta_fetched_at IS NOT NULL THEN s.name
                 ELSE (SELECT e.name FROM search_entries AS e WHERE e.id = v.id) END,
-           v.factored_through
+           v.factored_through, octet_length(v.document)
     FROM sequence_values AS v JOIN sequences AS s ON s.id = v.id
     WHERE v.id = $1
     """,
@@ -87,17 +88,6 @@ def read_cached(seq_id: str) -> Cached | None:
     """What is cached for this sequence, or None if its values are not."""
     row = _read_one("EXECUTE backscope_cached(%(id)s)", {"id": seq_id})
     return None if row is None else Cached(seq_id, *row)
-
-
-def read_terms(seq_id: str, etag: str, first: int, last: int) -> list[str] | None:
-    """Terms `first`..`last` (positions from 1), if the data still has this ETag (None if
-    it changed)."""
-    row = _read_one(
-        "SELECT terms[%(first)s:%(last)s] FROM sequence_values"
-        " WHERE id = %(id)s AND etag = %(etag)s",
-        {"id": seq_id, "etag": etag, "first": first, "last": last},
-    )
-    return None if row is None else row[0]
 
 
 def read_document(seq_id: str, etag: str) -> str | None:

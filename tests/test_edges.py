@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import event, text
 
+import api.jobs
 import api.responses
+import api.routes
+from api.documents import DocumentCache
 from shared import factor_batches, ingest
-from shared.db import get_engine, session_scope
+from shared.db import get_engine, get_read_engine, session_scope
 from shared.errors import UpstreamBadData
 from shared.lock import lock_key
 from shared.parsing import BFile, Entry, canonical_value, parse_bfile
@@ -20,9 +25,11 @@ from shared.store import (
     read_factors,
     refresh_candidates,
     store_factors,
+    store_metadata,
     store_refresh,
     store_values,
 )
+from tests.helpers import wait_until
 
 
 @pytest.mark.timeout(20)  # the old pattern took minutes on this line (0.16 s at 4k)
@@ -137,3 +144,89 @@ def test_the_factors_route_asks_for_the_holes_a_revision_left(client) -> None:
     assert answer.status_code == 200 and answer.get_json()["complete"] is False
     # Factoring is scheduled (no factor worker runs here, so its lock stays held).
     assert get_redis("locks").exists(lock_key("factors", "A000027"))
+
+
+def _fresh_documents(monkeypatch, max_bytes: int, large_bytes: int) -> DocumentCache:
+    cache = DocumentCache(max_bytes, large_bytes)
+    monkeypatch.setattr(api.routes, "documents", cache)
+    monkeypatch.setattr(api.responses, "documents", cache)
+    return cache
+
+
+def _store_and_wait(client, terms: dict[str, list[str]]) -> None:
+    """Store the values and names (so that no download changes them meanwhile)."""
+    with session_scope() as session:
+        for token, (seq_id, values) in enumerate(terms.items(), start=1):
+            store_values(session, seq_id, BFile(1, values), token=token)
+            store_metadata(session, Entry(seq_id, f"Test {seq_id}", 1, [], "", ""), token)
+    for seq_id in terms:  # (the header reads no terms)
+        wait_until(
+            lambda seq_id=seq_id: client.get(f"/api/get_oeis_header/{seq_id}").status_code == 200,
+            10,
+            f"the API to see {seq_id}",
+        )
+
+
+def test_a_large_document_is_read_once_and_never_takes_the_reserved_threads(
+    client, monkeypatch
+) -> None:
+    """Requests for a document too large to share the budget wait for one read of it,
+    only in the wait slots (the rest are 503 at once), and it is kept afterwards."""
+    cache = _fresh_documents(monkeypatch, max_bytes=8_000, large_bytes=10**7)
+    slots = threading.BoundedSemaphore(3)
+    monkeypatch.setattr(api.jobs, "wait_slots", lambda: slots)
+    _store_and_wait(client, {"A000027": [str(n) for n in range(1, 2001)], "A000045": ["1", "1"]})
+    reading, release, reads = threading.Event(), threading.Event(), []
+    real = api.routes.read_document
+
+    def slow(seq_id: str, etag: str) -> str | None:
+        if seq_id == "A000027":
+            reads.append(etag)
+            reading.set()
+            release.wait(30)
+        return real(seq_id, etag)
+
+    monkeypatch.setattr(api.routes, "read_document", slow)
+    path = "/api/get_oeis_values/A000027/0"
+    with ThreadPoolExecutor(10) as pool:
+        asked = [pool.submit(client.get, path) for _ in range(10)]
+        assert reading.wait(10)
+        wait_until(lambda: sum(f.done() for f in asked) == 7, 10, "the requests without a slot")
+        refused = [f.result() for f in asked if f.done()]
+        assert {(r.status_code, r.headers["Retry-After"]) for r in refused} == {(503, "1")}
+        # Meanwhile, another sequence is served.
+        assert client.get("/api/get_oeis_values/A000045/0").status_code == 200
+        release.set()
+        served = [f.result() for f in asked if f.result().status_code == 200]
+    assert len(served) == 3 and len({r.data for r in served}) == 1
+    assert len(reads) == 1 and len(served[0].get_json()["values"]) == 2000
+    assert cache.size > len(served[0].data)  # kept, apart from the small documents
+    for _ in range(3):
+        slots.acquire()  # every slot taken: a kept document needs none
+    assert client.get(path).data == served[0].data and len(reads) == 1
+
+
+def test_a_loop_over_counts_reads_the_sequence_once_and_evicts_nothing(client, monkeypatch) -> None:
+    cache = _fresh_documents(monkeypatch, max_bytes=64 * 2**20, large_bytes=128 * 2**20)
+    terms = [str(n * n) for n in range(1, 2001)]
+    _store_and_wait(client, {"A000290": terms, "A000045": ["1", "1"]})
+    assert client.get("/api/get_oeis_values/A000045/0").status_code == 200
+    assert client.get("/api/get_oeis_values/A000290/0").status_code == 200
+    held = cache.size
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    event.listen(get_read_engine(), "before_cursor_execute", record)
+    try:
+        for count in range(1, 400):
+            values = client.get(f"/api/get_oeis_values/A000290/{count}").get_json()["values"]
+            assert values == {str(n): terms[n - 1] for n in range(1, count + 1)}
+        chunk = client.get("/api/get_oeis_chunk/A000290/1").get_json()["values"]
+        assert chunk == {str(n): terms[n - 1] for n in range(1024, 2001)}
+    finally:
+        event.remove(get_read_engine(), "before_cursor_execute", record)
+    # Cut out of the whole document held in memory: nothing read, nothing more kept.
+    assert not [s for s in statements if "sequence_values" in s]
+    assert cache.size == held

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import api.jobs
+import api.responses
 import api.routes
-from api.responses import DocumentCache
+from api.documents import DocumentCache
 from shared.db import session_scope
 from shared.lock import current_fence
 from shared.parsing import BFile
@@ -22,16 +23,21 @@ from tests.helpers import wait_until
 PATH = "/api/get_oeis_name_and_values/A000045"
 
 
-def test_document_cache_keeps_no_body_too_large_for_its_share() -> None:
-    cache = DocumentCache(max_bytes=8000)
+def test_document_cache_keeps_large_bodies_apart_from_the_small_ones() -> None:
+    cache = DocumentCache(max_bytes=8000, large_bytes=16000)
     for n in range(7):
         cache.put(f"small{n}", b"x" * 1000)
     cache.put("huge", b"y" * 7000)  # fits the budget alone, but would evict all the rest
-    assert cache.get("huge") is None
+    assert cache.get("huge") is not None
     assert all(cache.get(f"small{n}") for n in range(7))
     cache.put("small7", b"x" * 1000)
     cache.put("small8", b"x" * 1000)  # over the budget: the least recently used goes
-    assert cache.get("small0") is None and cache.size <= 8000
+    assert cache.get("small0") is None and cache.get("huge") is not None
+    cache.put("huge2", b"z" * 7000)
+    cache.put("huge3", b"z" * 7000)  # over the large budget: the oldest large one goes
+    assert cache.get("huge") is None and cache.get("small8") is not None
+    cache.put("enormous", b"w" * 16001)  # larger than the large budget: never kept
+    assert cache.get("enormous") is None and cache.size <= 8000 + 16000
 
 
 def test_etag_and_304(client) -> None:
@@ -144,19 +150,32 @@ def test_factor_documents_follow_the_factorizations(app, monkeypatch, settings) 
 
 
 def test_identical_concurrent_requests_build_the_document_once(client, monkeypatch) -> None:
+    """While one request reads the document, the 19 others asking for it all arrive
+    and wait for that one read."""
     # Values and name stored, so the data does not change under the requests.
-    assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
-    builds = []
-    real = api.routes.read_terms
+    assert client.get(PATH).status_code == 200
+    cache = DocumentCache(max_bytes=64 * 2**20, large_bytes=128 * 2**20)  # holding nothing
+    monkeypatch.setattr(api.routes, "documents", cache)
+    monkeypatch.setattr(api.responses, "documents", cache)
+    reads, asked, release = [], [], threading.Event()
+    real_read, real_build = api.routes.read_document, cache.build
 
-    def counted(*args):
-        builds.append(args)
-        time.sleep(0.2)  # a slow build, so that the requests overlap
-        return real(*args)
+    def read(*args):
+        reads.append(args)
+        release.wait(30)  # until every request has asked for the document
+        return real_read(*args)
 
-    monkeypatch.setattr(api.routes, "read_terms", counted)
+    def build(*args):
+        asked.append(args)
+        return real_build(*args)
+
+    monkeypatch.setattr(api.routes, "read_document", read)
+    monkeypatch.setattr(cache, "build", build)
     with ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda _: client.get("/api/get_oeis_values/A000045/7"), range(20)))
+        answers = [pool.submit(client.get, "/api/get_oeis_values/A000045/7") for _ in range(20)]
+        wait_until(lambda: len(asked) == 20 and len(reads) == 1, 10, "all 20 to ask at once")
+        release.set()
+        answers = [answer.result() for answer in answers]
     assert {a.status_code for a in answers} == {200}
     assert len({a.data for a in answers}) == 1
-    assert len(builds) == 1
+    assert len(reads) == 1

@@ -1,0 +1,146 @@
+"""The answers the API keeps in memory: ready-made JSON documents by ETag, each built
+once per version of its data however many requests ask for it at once, and the
+values answers cut out of the whole sequence's document.
+
+A document's ETag is the md5 of its bytes (or derived from one), so a cache keyed by
+ETag can never serve a stale document: when the data changes, so does the key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+
+# A document and, once made, its gzipped bytes.
+Entry = tuple[bytes, bytes | None]
+
+
+class _Lru:
+    """Entries bounded in bytes; the least recently used go first. Not thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+
+    def get(self, key: str) -> Entry | None:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def pop(self, key: str) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= _size(old)
+
+    def put(self, key: str, entry: Entry) -> None:
+        self.entries[key] = entry
+        self.size += _size(entry)
+        while self.size > self.max_bytes:
+            _, dropped = self.entries.popitem(last=False)
+            self.size -= _size(dropped)
+
+
+def _size(entry: Entry) -> int:
+    return len(entry[0]) + len(entry[1] or b"")
+
+
+class DocumentCache:
+    """Documents by key, bounded in bytes, and built once for all concurrent askers.
+
+    Documents up to 1/LARGEST_SHARE of `max_bytes` share that budget. Larger ones (a
+    sequence of several megabytes) are kept apart, within `large_bytes`, so that one
+    huge sequence neither pushes everything else out nor is read, encoded and
+    compressed again for every request. A document larger than `large_bytes` is not
+    kept: it is built for the requests asking for it at that moment, and again later.
+    """
+
+    LARGEST_SHARE = 8
+
+    def __init__(self, max_bytes: int, large_bytes: int) -> None:
+        self.max_entry = max_bytes // self.LARGEST_SHARE
+        self._small = _Lru(max_bytes)
+        self._large = _Lru(large_bytes)
+        self._lock = threading.Lock()
+        # Documents being built, and the result every request asking meanwhile gets.
+        self._builds: dict[str, Future[Entry | None]] = {}
+
+    @property
+    def size(self) -> int:
+        return self._small.size + self._large.size
+
+    def get(self, key: str) -> Entry | None:
+        with self._lock:
+            return self._small.get(key) or self._large.get(key)
+
+    def put(self, key: str, body: bytes, gzipped: bytes | None = None) -> None:
+        entry = (body, gzipped)
+        with self._lock:
+            self._small.pop(key)
+            self._large.pop(key)
+            if _size(entry) <= self.max_entry:
+                self._small.put(key, entry)
+            elif _size(entry) <= self._large.max_bytes:
+                self._large.put(key, entry)
+
+    def build(self, key: str, make: Callable[[], bytes | None]) -> Entry | None:
+        """The document `key`: held, or made by `make()` (None: the data changed
+        meanwhile) and kept. Requests asking while it is made wait for that one build
+        and share its result, kept or not, or its exception."""
+        with self._lock:
+            entry = self._small.get(key) or self._large.get(key)
+            if entry is not None:
+                return entry
+            building = self._builds.get(key)
+            if building is None:
+                building = self._builds[key] = Future()
+                builder = True
+            else:
+                builder = False
+        if not builder:
+            return building.result()
+        try:
+            body = make()
+            entry = None if body is None else (body, None)
+            if body is not None:
+                self.put(key, body)
+            building.set_result(entry)
+            return entry
+        except BaseException as exc:
+            building.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._builds[key]
+
+
+documents = DocumentCache(max_bytes=64 * 2**20, large_bytes=128 * 2**20)
+
+_VALUES = b'"values":{'
+
+
+def values_slice(whole: bytes, first_index: int, first: int, last: int) -> bytes:
+    """The whole sequence's document `whole` with only the terms at positions `first`
+    to `last` (from 1; none when first > last): its bytes, cut out, not parsed.
+
+    In the document each term after the first is `,"<index>":"<digits>"`, and neither
+    digits nor the JSON-escaped name can hold the bytes `,"<index>":"` otherwise, so
+    finding them finds where a term begins.
+    """
+    start = whole.index(_VALUES) + len(_VALUES)
+    head, end_of_values = whole[:start], len(whole) - 2  # the document ends with "}}"
+    if first > last:
+        return head + b"}}"
+
+    def comma_before(position: int, after: int) -> int:
+        """Where the comma before the term at `position` is (searching from `after`);
+        the end of the values if there is no such term."""
+        found = whole.find(b',"%d":"' % (first_index + position - 1), after)
+        return end_of_values if found < 0 else found
+
+    begin = start if first == 1 else comma_before(first, start) + 1
+    end = comma_before(last + 1, begin)
+    return head + whole[begin:end] + b"}}"
