@@ -16,6 +16,15 @@ shared lock on `users.lock` while it does, and the last one to leave stops them.
 process killed without leaving loses its lock with its life; the servers then keep
 running until the next process that uses them leaves.
 
+Only the checkout's owner may use them, though every local user reaches 127.0.0.1: both
+require the password in BACKSCOPE_DATA_DIR/password, made on first use and readable by
+its owner alone. The URLs provide() exports carry it, and the processes started from
+here inherit them (an environment is private to its user). It is never on a command
+line, which `ps` shows to every user: PostgreSQL gets it on its standard input, in
+single-user mode before every start (which also converts a cluster made when it trusted
+every local user), and Valkey in a configuration file of the owner's alone. Whatever
+prints these URLs redacts them (shared.config.redacted).
+
 The servers run in sessions of their own: a Ctrl-C in the terminal reaches the stack,
 whose launcher then leaves in order, never the servers themselves. PostgreSQL refuses
 to run as root; started by root, it runs as `nobody`.
@@ -29,6 +38,8 @@ import json
 import os
 import pwd
 import random
+import re
+import secrets
 import signal
 import socket
 import stat
@@ -47,7 +58,7 @@ from redis.exceptions import RedisError
 
 from shared.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, get_settings
 
-POSTGRES_USER = "backscope"  # the local cluster's superuser (trust authentication)
+POSTGRES_USER = "backscope"  # the local cluster's superuser, who needs the password
 UNPRIVILEGED_USER = "nobody"  # who runs PostgreSQL when root starts it
 START_ATTEMPTS = 3  # each on another port, should another program take the chosen one
 # The servers' ports: below the kernels' ephemeral ranges (Linux 32768-60999, macOS
@@ -55,14 +66,21 @@ START_ATTEMPTS = 3  # each on another port, should another program take the chos
 PORTS = range(20000, 32768)
 SERVER_TIMEOUT = 60  # seconds a server may take to start or stop
 REDIS_START_TIMEOUT = 10  # seconds for a Redis start to answer; then the next port
-# --no-sync: a crash in the next seconds could only lose an empty cluster.
+# --no-sync: a crash in the next seconds could only lose an empty cluster. --auth=reject:
+# nobody gets in until the first start sets the password and writes PG_HBA.
 INITDB_OPTIONS = (
-    "--auth=trust",
+    "--auth=reject",
     "--encoding=UTF8",
     "--no-locale",
     "--no-instructions",
     "--no-sync",
 )
+# Who may connect: whoever knows the password, over TCP from 127.0.0.1 (the server has no
+# Unix socket). initdb's other lines (trust, or reject) are gone after the first start.
+PG_HBA = """\
+# Written by Backscope before every start (shared/embedded.py): changes do not last.
+host all all 127.0.0.1/32 scram-sha-256
+"""
 # Nothing is saved to disk: Redis holds queues, locks and rate limits, all rebuilt as needed.
 REDIS_OPTIONS = ("--daemonize", "yes", "--save", "", "--appendonly", "no")
 
@@ -111,12 +129,13 @@ def needs_local(url: str, default: str, mode: str) -> bool:
     return urlsplit(url).netloc == urlsplit(default).netloc and not answers(url)
 
 
-def local_url(url: str, port: int) -> str:
-    """`url` with its server replaced by the project-local one on `port` (same database)."""
+def local_url(url: str, port: int, password: str) -> str:
+    """`url` with its server replaced by the project-local one on `port`, which `password`
+    opens (same database). The password is URL-safe: LocalServers makes it so."""
     parts = urlsplit(url)
     if parts.scheme.startswith("redis"):
-        return parts._replace(scheme="redis", netloc=f"127.0.0.1:{port}").geturl()
-    return parts._replace(netloc=f"{POSTGRES_USER}@127.0.0.1:{port}").geturl()
+        return parts._replace(scheme="redis", netloc=f":{password}@127.0.0.1:{port}").geturl()
+    return parts._replace(netloc=f"{POSTGRES_USER}:{password}@127.0.0.1:{port}").geturl()
 
 
 # ---------------------------------------------------------------- the packages' binaries
@@ -207,17 +226,22 @@ def _closed_folder(path: Path) -> Path | None:
     return None
 
 
-def _run(args: list[str | Path], user: pwd.struct_passwd | None) -> tuple[int, str]:
-    """Run a PostgreSQL program as `user`, in a session of its own; (status, output).
+def _run(
+    args: list[str | Path], user: pwd.struct_passwd | None, input: str = ""
+) -> tuple[int, str]:
+    """Run a PostgreSQL program as `user`, in a session of its own, with `input` on its
+    standard input; (status, output).
 
     Output goes through a file, not a pipe: the server pg_ctl starts could inherit a
-    pipe and keep it open, so that reading it to the end would never finish.
+    pipe and keep it open, so that reading it to the end would never finish (pg_ctl
+    gives the server /dev/null for its standard input).
     """
     as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
     with tempfile.TemporaryFile("w+") as output:
         status = subprocess.run(
             [str(arg) for arg in args],
-            stdin=subprocess.DEVNULL,
+            input=input,
+            text=True,
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd="/",
@@ -227,6 +251,16 @@ def _run(args: list[str | Path], user: pwd.struct_passwd | None) -> tuple[int, s
         ).returncode
         output.seek(0)
         return status, output.read()
+
+
+def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write `text` to `path`, which only this user may read or write (mode 0600, even
+    if it existed with another). `exclusive`: FileExistsError if it exists."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o600)
+    with open(descriptor, "w") as file:
+        os.fchmod(descriptor, 0o600)
+        file.write(text)
 
 
 def _shown(path: Path) -> str:
@@ -245,6 +279,7 @@ class LocalServers:
         self.postgres_dir = data_dir / "postgres"
         self.redis_dir = data_dir / "redis"
         self._ports_file = data_dir / "ports.json"
+        self.password_file = data_dir / "password"
         self._user_lock: int | None = None  # descriptor holding our shared lock
 
     # ------------------------------------------------ who uses them
@@ -270,6 +305,8 @@ class LocalServers:
                 )
                 fcntl.flock(self._user_lock, fcntl.LOCK_SH)
             try:
+                with contextlib.suppress(FileExistsError):
+                    _write_private(self.password_file, secrets.token_urlsafe(32), exclusive=True)
                 servers = {}
                 if postgres:
                     servers["postgres"] = self._postgres()
@@ -301,6 +338,24 @@ class LocalServers:
             return self.stop()
         finally:
             os.close(probe)
+
+    def password(self) -> str:
+        """The password both servers require, which acquire() makes on first use."""
+        with open(self.password_file) as file:
+            if os.fstat(file.fileno()).st_mode & 0o077:
+                raise EmbeddedError(
+                    f"other users may read or change {self.password_file}: chmod 600 it, "
+                    "or stop the project's servers and remove it (the next start makes a new one)"
+                )
+            password = file.read().strip()
+        # Checked, not trusted: an empty one would leave Valkey open to all, and it goes
+        # into URLs, SQL and Valkey's configuration unquoted.
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", password):
+            raise EmbeddedError(
+                f"{self.password_file} holds no password made of letters, digits, - and _: "
+                "stop the project's servers and remove it (the next start makes a new one)"
+            )
+        return password
 
     def stop(self) -> list[str]:
         """Stop whichever of the two servers runs; their data stays."""
@@ -378,6 +433,7 @@ class LocalServers:
             status, output = _run([*initdb, *INITDB_OPTIONS], user)
             if status != 0:
                 raise EmbeddedError(f"initdb failed: {_last_line(output)}")
+        self._require_password()
         log = self.postgres_dir / "postgres.log"
         for port in self._candidate_ports("postgres"):
             # No Unix socket: only TCP on 127.0.0.1, like the URLs say.
@@ -387,6 +443,29 @@ class LocalServers:
                 self._remember_port("postgres", port)
                 return port
         raise EmbeddedError(f"PostgreSQL did not start: {_tail(log)} (log: {log})")
+
+    def _require_password(self) -> None:
+        """Give the superuser the password, and let only it in (PG_HBA).
+
+        In single-user mode, which listens nowhere, with the statement on standard input
+        (a command line shows to every user): every start, so that a cluster made before
+        the servers had a password, or whose password file was removed, takes the
+        current one. pg_hba.conf is written in place, keeping its owner (`nobody` for
+        root) and mode.
+        """
+        statements = (
+            "SET password_encryption = 'scram-sha-256';\n"
+            f"ALTER ROLE {POSTGRES_USER} PASSWORD '{self.password()}';\n"
+        )
+        single = [postgres_bin() / "postgres", "--single", "-D", self.postgres_dir, "postgres"]
+        status, output = _run(single, _server_user(), statements)
+        # It exits with 0 after a failed statement. Only ERROR and FATAL lines, never the
+        # STATEMENT lines that follow them: those hold the password.
+        errors = [line for line in output.splitlines() if "ERROR:" in line or "FATAL:" in line]
+        if status != 0 or errors:
+            reason = errors[0] if errors else f"exit status {status}"
+            raise EmbeddedError(f"could not set PostgreSQL's password: {reason}")
+        (self.postgres_dir / "pg_hba.conf").write_text(PG_HBA)
 
     # ------------------------------------------------ Redis
 
@@ -398,11 +477,21 @@ class LocalServers:
     def _redis_log(self) -> Path:
         return self.redis_dir / "redis.log"
 
+    @property
+    def _redis_config(self) -> Path:
+        return self.redis_dir / "valkey.conf"
+
     def _redis_info(self, port: int) -> dict | None:
         """Redis's INFO server section if this folder's Redis answers on `port`."""
         try:
             pid = int(self._redis_pidfile.read_text())
-            client = Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=2)
+            client = Redis(
+                host="127.0.0.1",
+                port=port,
+                password=self.password(),
+                socket_connect_timeout=1,
+                socket_timeout=2,
+            )
             with client:
                 info = client.info("server")
         except (OSError, ValueError, RedisError):
@@ -425,6 +514,8 @@ class LocalServers:
     def _start_redis(self) -> tuple[int, dict]:
         binary = redis_server_binary()
         self.redis_dir.mkdir(exist_ok=True)
+        # A file of this user's alone: a command line shows to every user.
+        _write_private(self._redis_config, f"requirepass {self.password()}\n")
         for port in self._candidate_ports("redis"):
             self._redis_pidfile.unlink(missing_ok=True)
             # It forks into the background (--daemonize) once it has read its settings;
@@ -432,7 +523,7 @@ class LocalServers:
             where = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.redis_dir)]
             files = ["--pidfile", str(self._redis_pidfile), "--logfile", str(self._redis_log)]
             subprocess.run(
-                [str(binary), *where, *files, *REDIS_OPTIONS],
+                [str(binary), str(self._redis_config), *where, *files, *REDIS_OPTIONS],
                 stdin=subprocess.DEVNULL,
                 check=True,
                 start_new_session=True,
@@ -490,8 +581,9 @@ def provide(settings: Settings, tell: Callable[[str], None] = _tell) -> Iterator
     local = LocalServers(settings.data_dir)
     servers = local.acquire(postgres=postgres, redis=redis)
     try:
+        password = local.password()
         urls = {
-            name: local_url(url, servers[kind].port)
+            name: local_url(url, servers[kind].port, password)
             for kind, name, url in (
                 ("postgres", "BACKSCOPE_DATABASE_URL", settings.database_url),
                 ("redis", "BACKSCOPE_REDIS_URL", settings.redis_url),

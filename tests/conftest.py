@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from shared import embedded
-from shared.config import DEFAULT_DATABASE_URL, load_settings
+from shared.config import DEFAULT_DATABASE_URL, load_settings, redacted
 from tests.fake_oeis import FakeOEIS
 from tests.services import PostgresServer, RedisServer
 
@@ -50,7 +50,7 @@ def _machine_or_embedded() -> str:
     servers = embedded.LocalServers(settings.data_dir)
     port = servers.acquire(redis=False)["postgres"].port
     atexit.register(servers.release)
-    return embedded.local_url(default, port)
+    return embedded.local_url(default, port, servers.password())
 
 
 # redis-server from PATH (Redis, as in production), else the packaged valkey-server.
@@ -159,7 +159,8 @@ atexit.register(shutil.rmtree, METRICS_DIR, ignore_errors=True)
 
 
 def pytest_report_header() -> list[str]:
-    return [f"test database server: {SERVER_URL}; Redis: {REDIS_ADDRESS} ({REDIS_BINARY})"]
+    server = redacted(SERVER_URL)  # the project's own PostgreSQL's has a password
+    return [f"test database server: {server}; Redis: {REDIS_ADDRESS} ({REDIS_BINARY})"]
 
 
 os.environ.update(

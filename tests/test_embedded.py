@@ -1,6 +1,7 @@
 """The project's own PostgreSQL and Redis (shared/embedded.py): they stand in only where
-they may, are shared by every process of a checkout, stop with the last one, and keep
-their data. Each test uses real servers in a data folder of its own."""
+they may, are shared by every process of a checkout, stop with the last one, keep their
+data, and let in only whoever has the checkout's password. Each test uses real servers
+in a data folder of its own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 from redis import Redis
+from redis.exceptions import AuthenticationError
 
+from shared import embedded
 from shared.embedded import EmbeddedError, LocalServers, answers, local_url, needs_local
 from tests.conftest import ROOT
 
@@ -42,8 +46,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _query(port: int, sql: str, database: str = "postgres") -> list[tuple]:
-    connection = psycopg2.connect(host="127.0.0.1", port=port, user="backscope", dbname=database)
+def _connect(port: int, password: str | None) -> psycopg2.extensions.connection:
+    return psycopg2.connect(
+        host="127.0.0.1", port=port, user="backscope", password=password, dbname="postgres"
+    )
+
+
+def _query(port: int, password: str, sql: str) -> list[tuple]:
+    connection = _connect(port, password)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
@@ -89,12 +99,12 @@ def test_only_the_default_server_is_replaced_and_only_when_nothing_answers() -> 
         assert needs_local(f"redis://127.0.0.1:{up}/0", f"redis://127.0.0.1:{up}/0", "always")
 
 
-def test_the_local_url_keeps_the_database() -> None:
+def test_the_local_url_keeps_the_database_and_carries_the_password() -> None:
     assert (
-        local_url("postgresql+psycopg2://root@127.0.0.1:5432/backscope_demo", 40001)
-        == "postgresql+psycopg2://backscope@127.0.0.1:40001/backscope_demo"
+        local_url("postgresql+psycopg2://root@127.0.0.1:5432/backscope_demo", 40001, "pw")
+        == "postgresql+psycopg2://backscope:pw@127.0.0.1:40001/backscope_demo"
     )
-    assert local_url("redis://127.0.0.1:6379/4", 40002) == "redis://127.0.0.1:40002/4"
+    assert local_url("redis://127.0.0.1:6379/4", 40002, "pw") == "redis://:pw@127.0.0.1:40002/4"
 
 
 # ---------------------------------------------------------------- sharing and stopping
@@ -107,8 +117,9 @@ def test_shared_by_every_user_stopped_by_the_last_and_the_data_kept(data_dir: Pa
     assert started["postgres"].name.startswith("PostgreSQL ")
     assert started["redis"].name.startswith("Valkey ")
     postgres, redis = started["postgres"].port, started["redis"].port
-    _query(postgres, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
-    with Redis(port=redis) as client:
+    password = first.password()
+    _query(postgres, password, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
+    with Redis(port=redis, password=password) as client:
         assert client.ping()
 
     second = LocalServers(data_dir)
@@ -129,7 +140,7 @@ def test_shared_by_every_user_stopped_by_the_last_and_the_data_kept(data_dir: Pa
         "postgres": (postgres, True),  # the same ports while they are free
         "redis": (redis, True),
     }
-    assert _query(postgres, "SELECT n FROM kept") == [(42,)]
+    assert _query(postgres, password, "SELECT n FROM kept") == [(42,)]
     assert again.release() == ["PostgreSQL", "Valkey"]
 
 
@@ -160,6 +171,109 @@ def test_root_is_told_when_nobody_may_not_reach_the_data(data_dir: Path) -> None
         LocalServers(closed / "data").acquire()
 
 
+# ---------------------------------------------------------------- only for the owner
+
+
+def test_postgres_lets_in_only_whoever_has_the_password(data_dir: Path) -> None:
+    local = LocalServers(data_dir)
+    port = local.acquire(redis=False)["postgres"].port
+    try:
+        for password in (None, "wrong"):
+            with pytest.raises(psycopg2.OperationalError, match="password"):
+                _connect(port, password).close()
+        assert _query(port, local.password(), "SELECT current_user") == [("backscope",)]
+    finally:
+        local.release()
+
+
+def test_valkey_answers_only_whoever_has_the_password(data_dir: Path) -> None:
+    local = LocalServers(data_dir)
+    port = local.acquire(postgres=False)["redis"].port
+    try:
+        for password in (None, "wrong"):
+            with Redis(port=port, password=password) as client, pytest.raises(AuthenticationError):
+                client.ping()
+        with Redis(port=port, password=local.password()) as client:
+            assert client.ping()
+    finally:
+        local.release()
+
+
+def test_the_password_is_the_owners_alone_and_on_no_command_line(data_dir: Path) -> None:
+    local = LocalServers(data_dir)
+    servers = local.acquire()
+    try:
+        password = local.password()
+        for path in (local.password_file, local.redis_dir / "valkey.conf"):
+            assert path.stat().st_uid == os.geteuid()
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        # What every local user sees of every process's command line, the servers' too.
+        everyones = subprocess.run(
+            ["ps", "-A", "-ww", "-o", "args="], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"port={servers['postgres'].port}" in everyones
+        assert f"127.0.0.1:{servers['redis'].port}" in everyones
+        assert password not in everyones
+    finally:
+        local.release()
+
+
+def test_a_cluster_from_before_the_password_is_converted(data_dir: Path) -> None:
+    """Before, initdb made the cluster with --auth=trust (every local user got in as
+    `backscope`) and the data folder had no password file. The next start converts it."""
+    postgres_dir = data_dir / "postgres"
+    postgres_dir.mkdir(parents=True, mode=0o700)
+    user = embedded._server_user()
+    if user is not None:
+        os.chown(postgres_dir, user.pw_uid, user.pw_gid)
+    initdb = [embedded.postgres_bin() / "initdb", "-D", postgres_dir, "-U", "backscope"]
+    status, output = embedded._run([*initdb, "--auth=trust", "--no-sync"], user)
+    assert status == 0, output
+
+    local = LocalServers(data_dir)
+    port = local.acquire(redis=False)["postgres"].port
+    try:
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            _connect(port, None).close()
+        assert _query(port, local.password(), "SELECT 1") == [(1,)]
+    finally:
+        local.release()
+    assert "trust" not in (postgres_dir / "pg_hba.conf").read_text()
+
+
+def test_a_removed_password_file_is_made_anew_and_the_servers_take_it(data_dir: Path) -> None:
+    first = LocalServers(data_dir)
+    first.acquire()
+    old = first.password()
+    first.release()
+    first.password_file.unlink()
+
+    again = LocalServers(data_dir)
+    servers = again.acquire()
+    try:
+        new = again.password()
+        assert new != old
+        postgres, redis = servers["postgres"].port, servers["redis"].port
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            _connect(postgres, old).close()
+        assert _query(postgres, new, "SELECT 1") == [(1,)]
+        with Redis(port=redis, password=old) as client, pytest.raises(AuthenticationError):
+            client.ping()
+        with Redis(port=redis, password=new) as client:
+            assert client.ping()
+    finally:
+        again.release()
+
+
+def test_a_password_file_others_may_read_is_refused(data_dir: Path) -> None:
+    local = LocalServers(data_dir)
+    data_dir.mkdir()
+    local.password_file.write_text("guessable")
+    local.password_file.chmod(0o644)
+    with pytest.raises(EmbeddedError, match="other users may read or change"):
+        local.acquire()
+
+
 # ---------------------------------------------------------------- backscope services
 
 
@@ -179,10 +293,12 @@ def test_services_runs_a_command_with_them_then_stops_them(data_dir: Path) -> No
     )
     assert process.returncode == 7, process.stderr
     postgres, redis = _ports(data_dir)
+    password = LocalServers(data_dir).password()
     assert process.stdout == (
-        f"postgresql+psycopg2://backscope@127.0.0.1:{postgres}/backscope_demo; "
-        f"redis://127.0.0.1:{redis}/4\n"
+        f"postgresql+psycopg2://backscope:{password}@127.0.0.1:{postgres}/backscope_demo; "
+        f"redis://:{password}@127.0.0.1:{redis}/4\n"
     )
+    assert password not in process.stderr
     started, stopped = process.stderr.splitlines()
     assert started.startswith(
         f"backscope: BACKSCOPE_EMBEDDED=always, so using the project's own PostgreSQL 18 on "
@@ -261,6 +377,8 @@ def test_a_command_uses_them_for_its_duration_and_the_data_stays(data_dir: Path)
     )
     assert status.returncode == 0, status.stderr
     assert "(the head: up to date)" in status.stdout
+    # It shows the Redis URL, redacted.
+    assert LocalServers(data_dir).password() not in status.stdout + status.stderr
 
 
 def test_a_server_the_user_named_is_not_replaced(data_dir: Path) -> None:
