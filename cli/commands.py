@@ -178,9 +178,10 @@ def services(ctx: click.Context, command: tuple[str, ...]) -> None:
     When the configured servers do not answer at the default addresses (or
     BACKSCOPE_EMBEDDED=always), starts the project's own under BACKSCOPE_DATA_DIR
     (.data/), or joins them if they run, and runs COMMAND with BACKSCOPE_DATABASE_URL
-    and BACKSCOPE_REDIS_URL naming them. When COMMAND ends (Ctrl-C ends it) they stop,
-    unless another process still uses them; their data stays for the next run. `make
-    run`, `make demo` and the other make targets that run the stack go through it.
+    and BACKSCOPE_REDIS_URL naming them, their password included. When COMMAND ends
+    (Ctrl-C ends it) they stop, unless another process still uses them; their data
+    stays for the next run. `make run`, `make demo` and the other make targets that run
+    the stack go through it.
 
     Example: backscope services -- supervisord -c supervisord.conf
     """
