@@ -8,13 +8,17 @@ ETag can never serve a stale document: when the data changes, so does the key.
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TypeVar
 
+GZIP_LEVEL = 6
 # A document and, once made, its gzipped bytes.
 Entry = tuple[bytes, bytes | None]
+T = TypeVar("T")
 
 
 class _Lru:
@@ -65,8 +69,8 @@ class DocumentCache:
         self._small = _Lru(max_bytes)
         self._large = _Lru(large_bytes)
         self._lock = threading.Lock()
-        # Documents being built, and the result every request asking meanwhile gets.
-        self._builds: dict[str, Future[Entry | None]] = {}
+        # What is being made (documents, gzipped bodies), for those asking meanwhile.
+        self._running: dict[str, Future] = {}
 
     @property
     def size(self) -> int:
@@ -86,35 +90,65 @@ class DocumentCache:
             elif _size(entry) <= self._large.max_bytes:
                 self._large.put(key, entry)
 
-    def build(self, key: str, make: Callable[[], bytes | None]) -> Entry | None:
+    def build(
+        self, key: str, make: Callable[[], bytes | None], compress: bool = False
+    ) -> Entry | None:
         """The document `key`: held, or made by `make()` (None: the data changed
-        meanwhile) and kept. Requests asking while it is made wait for that one build
-        and share its result, kept or not, or its exception."""
-        with self._lock:
-            entry = self._small.get(key) or self._large.get(key)
-            if entry is not None:
-                return entry
-            building = self._builds.get(key)
-            if building is None:
-                building = self._builds[key] = Future()
-                builder = True
-            else:
-                builder = False
-        if not builder:
-            return building.result()
-        try:
+        meanwhile) and kept; gzipped too if `compress`. Requests asking while it is
+        made wait for that one build and share its result, kept or not."""
+
+        def made() -> Entry | None:
+            if (held := self.get(key)) is not None:  # made while we looked
+                return held
             body = make()
-            entry = None if body is None else (body, None)
-            if body is not None:
-                self.put(key, body)
-            building.set_result(entry)
+            if body is None:
+                return None
+            entry = (body, gzip.compress(body, GZIP_LEVEL) if compress else None)
+            self.put(key, *entry)
             return entry
+
+        held = self.get(key)
+        return held if held is not None else self._once(key, made)
+
+    def gzipped(self, key: str, body: bytes) -> bytes:
+        """The document `key` (`body`) gzipped: compressed once, by one of the requests
+        asking at once, and kept with it."""
+
+        def compressed() -> bytes:
+            held = self.get(key)
+            if held is not None and held[1] is not None:
+                return held[1]
+            gzipped = gzip.compress(body, GZIP_LEVEL)
+            self.put(key, body, gzipped)
+            return gzipped
+
+        held = self.get(key)
+        if held is not None and held[1] is not None:
+            return held[1]
+        return self._once(f"{key} gzip", compressed)
+
+    def _once(self, name: str, make: Callable[[], T]) -> T:
+        """`make()`, called once for all the threads asking for `name` at once: the
+        others wait and get its result, or its exception."""
+        with self._lock:
+            running = self._running.get(name)
+            if running is None:
+                running = self._running[name] = Future()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            return running.result()
+        try:
+            result = make()
+            running.set_result(result)
+            return result
         except BaseException as exc:
-            building.set_exception(exc)
+            running.set_exception(exc)
             raise
         finally:
             with self._lock:
-                del self._builds[key]
+                del self._running[name]
 
 
 documents = DocumentCache(max_bytes=64 * 2**20, large_bytes=128 * 2**20)

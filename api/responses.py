@@ -7,7 +7,7 @@ import gzip
 
 from flask import Response, request
 
-from api.documents import documents
+from api.documents import GZIP_LEVEL, documents
 
 GZIP_MIN_BYTES = 1024
 # Answers with a placeholder name change once the name arrives: revalidate every time.
@@ -27,19 +27,15 @@ def send_json(
     With `keep`, `etag` also names the body's entry in `documents`, where the gzipped
     bytes are kept once made and looked up when `gzipped` is not given, so each such
     document is compressed once per process. Without it (an answer cut out of a kept
-    document), nothing more is kept.
+    document), the gzipped bytes are made for this answer only.
     """
     gz = len(body) >= GZIP_MIN_BYTES and _wants_gzip()
     tag = f"{etag}-gz" if gz else etag
     if "If-None-Match" in request.headers and request.if_none_match.contains(tag):
         response = Response(status=304)
     elif gz:
-        if gzipped is None and keep and (held := documents.get(etag)) is not None:
-            gzipped = held[1]
         if gzipped is None:
-            gzipped = gzip.compress(body, 6)
-            if keep:
-                documents.put(etag, body, gzipped)
+            gzipped = documents.gzipped(etag, body) if keep else gzip.compress(body, GZIP_LEVEL)
         response = Response(gzipped, mimetype="application/json")
         response.headers["Content-Encoding"] = "gzip"
     else:

@@ -141,11 +141,15 @@ def _current(cached: Cached) -> Cached:
 
 
 def _build(
-    cached: Cached, kind: str, key: str, make: Callable[[Cached], bytes | None]
+    cached: Cached,
+    kind: str,
+    key: str,
+    make: Callable[[Cached], bytes | None],
+    compress: bool = False,
 ) -> Entry | None:
     """The document `key` of this version of the data: held in memory, or made by
-    `make` once for every request asking meanwhile (each build counted under `kind`).
-    None if the data changed since `cached` was read."""
+    `make` (and gzipped if `compress`) once for every request asking meanwhile, each
+    build counted under `kind`. None if the data changed since `cached` was read."""
 
     def counted() -> bytes | None:
         body = make(cached)
@@ -153,7 +157,7 @@ def _build(
             metrics.count_document_built(kind)
         return body
 
-    return documents.build(key, counted)
+    return documents.build(key, counted, compress)
 
 
 def _read_whole(cached: Cached) -> bytes | None:
@@ -164,14 +168,15 @@ def _read_whole(cached: Cached) -> bytes | None:
 def _whole(cached: Cached) -> tuple[Cached, Entry]:
     """The whole sequence's document (every values answer is cut out of it), read once
     per version, with the data it is of: `cached`, or the current data if that changed
-    meanwhile. One too large to share the memory budget takes a wait slot while it is
-    read, so that requests for it never hold the threads kept for cached reads."""
+    meanwhile. One too large to share the memory budget is also gzipped as it is read
+    (nearly every client asks for gzip), all of it in a wait slot, so that requests for
+    it never hold the threads kept for cached reads."""
     while True:
         if cached.document_bytes <= documents.max_entry:
             entry = _build(cached, "values", cached.etag, _read_whole)
         elif (entry := documents.get(cached.etag)) is None:
             with wait_slot("this large sequence is being read for others; please try again"):
-                entry = _build(cached, "values", cached.etag, _read_whole)
+                entry = _build(cached, "values", cached.etag, _read_whole, compress=True)
         if entry is not None:
             return cached, entry
         cached = _current(cached)

@@ -204,6 +204,10 @@ def test_a_large_document_is_read_once_and_never_takes_the_reserved_threads(
     for _ in range(3):
         slots.acquire()  # every slot taken: a kept document needs none
     assert client.get(path).data == served[0].data and len(reads) == 1
+    # Gzipped as it was read, in the slot: gzip-accepting requests compress nothing.
+    monkeypatch.setattr(gzip, "compress", lambda *args, **kwargs: pytest.fail("compressed"))
+    zipped = client.get(path, headers={"Accept-Encoding": "gzip"})
+    assert gzip.decompress(zipped.data) == served[0].data
 
 
 def test_a_loop_over_counts_reads_the_sequence_once_and_evicts_nothing(client, monkeypatch) -> None:
