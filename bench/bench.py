@@ -7,6 +7,9 @@ says so in the table's heading. Prints one table:
 
 - cached small read and cached 10,000-term read: req/s, p50, p99 (wrk when installed,
   otherwise a Python load generator), 2 threads x 16 connections for 15 s;
+- the review's edges (bench/edge_rows.py): random counts against one count of a
+  sequence, reads of another sequence while 32 clients read a 10 MB one, and parsing
+  a 1 MB pathological b-file line;
 - a cold burst: 50 concurrent clients ask for one uncached sequence while the OEIS takes
   2 s to answer: upstream downloads, clients served, wall time;
 - cold single-request latency with an instant OEIS: p50 over 20 uncached sequences;
@@ -50,6 +53,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +63,7 @@ from urllib.parse import urlsplit
 
 import burst_rows  # bench/burst_rows.py, beside this script
 import cgroups  # bench/cgroups.py, beside this script
+import edge_rows  # bench/edge_rows.py, beside this script
 import requests
 import search_rows  # bench/search_rows.py, beside this script
 
@@ -99,13 +104,20 @@ def get_until_done(base: str, path: str, timeout: float = 120) -> requests.Respo
 # ----------------------------------------------------------------- load generation
 
 
-def wrk(url: str, threads: int, connections: int, seconds: int) -> tuple[float, float, float]:
-    output = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def wrk(
+    url: str, threads: int, connections: int, seconds: int, paths: list[str] | None = None
+) -> tuple[float, float, float]:
+    """wrk's rate, p50 and p99 (ms) for `url`, or for `paths` on its server in turn."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if paths:
+            script.write(f"paths = {{{', '.join(json.dumps(p) for p in paths)}}}\n")
+            script.write("n = 0\n")
+            script.write("request = function()\n  n = n % #paths + 1\n")
+            script.write("  return wrk.format(nil, paths[n])\nend\n")
+            script.flush()
+            command += ["-s", script.name]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
 
     def percentile(label: str) -> float:
@@ -116,10 +128,11 @@ def wrk(url: str, threads: int, connections: int, seconds: int) -> tuple[float, 
 
 
 def python_load(
-    url: str, threads: int, connections: int, seconds: int
+    url: str, threads: int, connections: int, seconds: int, paths: list[str] | None = None
 ) -> tuple[float, float, float]:
     """A keep-alive load generator for machines without wrk (slower than wrk itself)."""
     parts = urlsplit(url)
+    choices = paths or [parts.path]
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -129,7 +142,7 @@ def python_load(
         mine = []
         while time.monotonic() < stop_at:
             started = time.perf_counter()
-            connection.request("GET", parts.path)
+            connection.request("GET", random.choice(choices))
             connection.getresponse().read()
             mine.append((time.perf_counter() - started) * 1000)
         with lock:
@@ -503,7 +516,17 @@ def settle(seconds: float) -> str:
     return f"quiet stack (waited {waited:.0f} s for background work)"
 
 
-ROW_GROUPS = ("reads", "cold", "identical", "overload", "ingest", "factoring", "big", "search")
+ROW_GROUPS = (
+    "reads",
+    "edges",
+    "cold",
+    "identical",
+    "overload",
+    "ingest",
+    "factoring",
+    "big",
+    "search",
+)
 
 
 def main() -> None:
@@ -579,6 +602,11 @@ def main() -> None:
                     f"p99 {p99:.1f} ms",
                 )
             )
+    if "edges" in groups:
+        assert get_until_done(base, edge_rows.WIDE, timeout=300).status_code == 200
+        rows += edge_rows.count_rows(base, load, args.connections, args.seconds)
+        rows += edge_rows.wide_rows(base, load, args.connections, args.seconds)
+        rows += edge_rows.parsing_rows()
     if "cold" in groups:
         count, served, wall = cold_burst(base, args.oeis)
         rows.append(

@@ -9,8 +9,8 @@ A real HTTP server on 127.0.0.1 that imitates the parts of the OEIS Backscope re
   current shape (a bare list, or ``null``) or the legacy object shape.
 
 Sequences come from the fixtures in ``tests/fixtures/oeis`` (see its README), plus
-sequences made up on the fly: A910000..A919999 (``a(n) = n*K``, 1000 terms) and
-A999999 (100,000 terms of 1000 digits each, streamed, about 100 MB).
+sequences made up on the fly: A910000..A919999 (``a(n) = n*K``, 1000 terms), A999998
+(10,000 terms of 1000 digits each) and A999999 (100,000 of them, streamed, about 100 MB).
 
 Failure modes are switched on with plain attributes (``latency``, ``throttle``,
 ``throttle_always``, ``retry_after``, ``malformed``, ``hang``, ``hang_after_bytes``,
@@ -78,6 +78,9 @@ BIG_DIGITS = 1000
 #: (a 3.7 MB b-file; see _j_value).
 FAR_NUMBER, FAR_FIRST, FAR_TERMS = 241292, 3638334640025, 1200
 J_NUMBER, J_FIRST, J_TERMS = 521, -1, 10_000
+#: A999998 is made up on the fly for `make bench`: 10,000 terms of 1000 digits that look
+#: random (so gzip cannot make them small), a sequence whose answer is about 10 MB.
+WIDE_NUMBER, WIDE_TERMS = 999998, 10_000
 
 #: Line inserted in the middle of a b-file whose id is in ``malformed``.
 MALFORMED_LINE = "this line is not a number"
@@ -196,6 +199,9 @@ def _made_up_values(number: int) -> tuple[int, list[int]] | None:
         return FAR_FIRST, _far_values()
     if number == J_NUMBER:
         return J_FIRST, [_j_value(n) for n in range(J_FIRST, J_FIRST + J_TERMS)]
+    if number == WIDE_NUMBER:
+        top = 10 ** (BIG_DIGITS - 1)
+        return 0, [top + 7**1183 * (n + 1) % top for n in range(WIDE_TERMS)]
     return None
 
 
