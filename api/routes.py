@@ -30,7 +30,7 @@ from shared.db import UNREACHABLE, listen_connection, session_scope
 from shared.errors import NotFound, Superseded, UpstreamUnavailable
 from shared.ids import normalize_id
 from shared.queue import app as celery
-from shared.readcache import ReadCache
+from shared.readcache import Listener, ReadCache
 from shared.redis_db import get_redis
 from shared.store import (
     Cached,
@@ -71,16 +71,14 @@ CHUNK_SIZE = 1024
 CHUNK = re.compile(r"-?[0-9]{1,18}")
 TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # What is cached per sequence, kept in memory until the database reports a change, and
-# served from memory while the database cannot be reached (shared/readcache.py).
-cached_reads: ReadCache[Cached] = ReadCache(read_cached, listen_connection, UNREACHABLE)
-# The metadata and search answers, kept the same way. (Each cache listens on its own
-# connection: three per API process.)
-metadata_reads: ReadCache[Document] = ReadCache(
-    read_metadata_document, listen_connection, UNREACHABLE
-)
+# served from memory while the database cannot be reached (shared/readcache.py); the
+# metadata and search answers, kept the same way. The three listen on one connection.
+changes = Listener(listen_connection)
+cached_reads: ReadCache[Cached] = ReadCache(read_cached, changes, UNREACHABLE)
+metadata_reads: ReadCache[Document] = ReadCache(read_metadata_document, changes, UNREACHABLE)
 search_reads: ReadCache[Document] = ReadCache(
     lambda key: search.read_document(key) or read_search_document(key, get_settings().search_ttl),
-    listen_connection,
+    changes,
     UNREACHABLE,
 )
 # Seconds after which a search answered 503 may be tried again.

@@ -5,7 +5,7 @@ query, yet it was half the cost of serving a cached sequence. Each API process k
 the answers in memory instead and drops one as soon as its sequence's rows change:
 every change sends NOTIFY backscope_changes with the sequence id (alembic migration
 0004; '*' when tables are truncated), and a thread in each process LISTENs for them on
-a connection of its own.
+a connection of its own, one for all the process's caches (Listener).
 
 The cache is trusted only while that connection is listening and the triggers that
 send the notifications exist (a database not yet migrated to 0004 has none). When the
@@ -61,6 +61,95 @@ def _check_triggers(connection: Any) -> None:
         raise NotNotified(f"{found} of the {len(TRIGGERS)} change triggers are enabled")
 
 
+class Listener:
+    """A connection that LISTENs for the change notifications, and a thread that relays
+    them to every ReadCache using it: the caches of a process share one connection."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._caches: list[ReadCache] = []
+        # Held while relaying, so that a cache added meanwhile misses nothing.
+        self._lock = threading.Lock()
+        self._live = False
+        self._thread: threading.Thread | None = None
+        _listeners.add(self)
+
+    def add(self, cache: ReadCache) -> None:
+        """Relay to `cache` from now on (it holds nothing yet: if the connection listens
+        already, it is live at once)."""
+        with self._lock:
+            self._caches.append(cache)
+            if self._live:
+                cache._set_live(True)
+
+    def start(self) -> None:
+        """Start the listening thread, unless it runs."""
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._listen_forever, name="backscope-readcache", daemon=True
+                )
+                thread.start()
+                self._thread = thread
+
+    def _set_live(self, live: bool) -> None:
+        with self._lock:
+            self._live = live
+            for cache in self._caches:
+                cache._set_live(live)
+
+    def _changed(self, key: str) -> None:
+        with self._lock:
+            for cache in self._caches:
+                cache.changed(key)
+
+    def _forget_after_fork(self) -> None:
+        # The listening thread does not exist in a forked child.
+        self._lock = threading.Lock()
+        self._thread = None
+        self._live = False
+
+    def _listen_forever(self) -> None:
+        wait = RETRY_SECONDS[0]
+        while True:
+            try:
+                connection = self._connect()
+            except Exception as exc:
+                log.warning("readcache.connect_failed", extra={"error": repr(exc)[:200]})
+            else:
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"LISTEN {CHANNEL}")
+                    _check_triggers(connection)
+                    self._set_live(True)
+                    log.info("readcache.listening")
+                    wait = RETRY_SECONDS[0]
+                    self._relay(connection)
+                except Exception as exc:
+                    log.warning("readcache.not_listening", extra={"error": repr(exc)[:200]})
+                finally:
+                    self._set_live(False)
+                    try:
+                        connection.close()
+                    except Exception:  # closing a broken connection may fail too
+                        log.debug("readcache.close_failed", exc_info=True)
+            time.sleep(wait)
+            wait = min(2 * wait, RETRY_SECONDS[1])
+
+    def _relay(self, connection: Any) -> None:
+        """Pass notifications on until the connection fails."""
+        while True:
+            readable, _, _ = select.select([connection], [], [], HEARTBEAT_SECONDS)
+            if readable:
+                connection.poll()
+            else:  # quiet: check the connection, and that the triggers are still there
+                _check_triggers(connection)
+            while connection.notifies:
+                self._changed(connection.notifies.pop(0).payload)
+
+
 class ReadCache(Generic[T]):
     """`load(key)` results kept per key until a change notification names the key.
 
@@ -72,12 +161,12 @@ class ReadCache(Generic[T]):
     def __init__(
         self,
         load: Callable[[str], T | None],
-        connect: Callable[[], Any],
+        listener: Listener,
         unreachable: tuple[type[Exception], ...] = (),
         max_entries: int = 100_000,
     ) -> None:
         self._load = load
-        self._connect = connect
+        self._listener = listener
         self._unreachable = unreachable
         self._max_entries = max_entries
         self._entries: dict[str, T] = {}
@@ -87,8 +176,8 @@ class ReadCache(Generic[T]):
         # superseded, so it is not kept.
         self._generation = 0
         self._live = False
-        self._thread: threading.Thread | None = None
         _instances.add(self)
+        listener.add(self)
 
     @property
     def live(self) -> bool:
@@ -100,7 +189,7 @@ class ReadCache(Generic[T]):
             entry = self._entries.get(key)
             if entry is not None:
                 return entry
-        self._start_listening()
+        self._listener.start()
         with self._lock:
             generation, live = self._generation, self._live
         try:
@@ -145,69 +234,20 @@ class ReadCache(Generic[T]):
                 self._entries.clear()
 
     def _forget_after_fork(self) -> None:
-        # The listening thread does not exist in a forked child.
+        # The listener's thread does not exist in a forked child.
         self._lock = threading.Lock()
-        self._thread = None
         self._live = False
         self._entries = {}
 
-    def _start_listening(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(
-                    target=self._listen_forever, name="backscope-readcache", daemon=True
-                )
-                thread.start()
-                self._thread = thread
 
-    def _listen_forever(self) -> None:
-        wait = RETRY_SECONDS[0]
-        while True:
-            try:
-                connection = self._connect()
-            except Exception as exc:
-                log.warning("readcache.connect_failed", extra={"error": repr(exc)[:200]})
-            else:
-                try:
-                    with connection.cursor() as cursor:
-                        cursor.execute(f"LISTEN {CHANNEL}")
-                    _check_triggers(connection)
-                    self._set_live(True)
-                    log.info("readcache.listening")
-                    wait = RETRY_SECONDS[0]
-                    self._relay(connection)
-                except Exception as exc:
-                    log.warning("readcache.not_listening", extra={"error": repr(exc)[:200]})
-                finally:
-                    self._set_live(False)
-                    try:
-                        connection.close()
-                    except Exception:  # closing a broken connection may fail too
-                        log.debug("readcache.close_failed", exc_info=True)
-            time.sleep(wait)
-            wait = min(2 * wait, RETRY_SECONDS[1])
-
-    def _relay(self, connection: Any) -> None:
-        """Pass notifications on to `changed` until the connection fails."""
-        while True:
-            readable, _, _ = select.select([connection], [], [], HEARTBEAT_SECONDS)
-            if readable:
-                connection.poll()
-            else:  # quiet: check the connection, and that the triggers are still there
-                _check_triggers(connection)
-            while connection.notifies:
-                self.changed(connection.notifies.pop(0).payload)
-
-
-# Every cache, so that a forked child can reset them all (the listening thread does not
-# exist in a forked child); weak, so that a cache nobody uses any more can go.
+# Every cache and listener, so that a forked child can reset them all (the listening
+# thread does not exist in a forked child); weak, so that one nobody uses any more can go.
 _instances: weakref.WeakSet[ReadCache] = weakref.WeakSet()
+_listeners: weakref.WeakSet[Listener] = weakref.WeakSet()
 
 
 def _forget_after_fork() -> None:
-    for instance in _instances:
+    for instance in [*_listeners, *_instances]:
         instance._forget_after_fork()
 
 

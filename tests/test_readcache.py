@@ -17,7 +17,7 @@ from shared import database_admin
 from shared.db import listen_connection, session_scope
 from shared.lock import current_fence
 from shared.parsing import BFile, Entry
-from shared.readcache import ReadCache
+from shared.readcache import Listener, ReadCache
 from shared.redis_db import get_redis
 from shared.store import (
     Cached,
@@ -71,9 +71,10 @@ class Observed(ReadCache):
 
     def __init__(self, load, max_entries: int = 100_000) -> None:
         self.gate = Gate()
-        super().__init__(load, self.gate.connect, max_entries=max_entries)
+        self.listener = Listener(self.gate.connect)
         self.heard: list[str] = []
         self.went_live: list[bool] = []
+        super().__init__(load, self.listener, max_entries=max_entries)
 
     def changed(self, key: str) -> None:
         super().changed(key)
@@ -235,7 +236,9 @@ class Outage:
         self.writer = create_engine(url, poolclass=NullPool)  # as a worker would write
         self.may_listen = threading.Event()
         self.may_listen.set()
-        self.reads: ReadCache[str] = ReadCache(self.load, self.connect, (OperationalError,))
+        self.reads: ReadCache[str] = ReadCache(
+            self.load, Listener(self.connect), (OperationalError,)
+        )
 
     def load(self, seq_id: str) -> str | None:
         """The terms, as one string: what the cache keeps."""
@@ -358,3 +361,24 @@ def test_bounded(caches) -> None:
     assert load.calls == calls
     reads.get("A000001")  # the oldest went first
     assert load.calls == calls + 1
+
+
+def test_the_caches_of_a_process_share_one_listening_connection(caches) -> None:
+    first = caches(CountingLoad()).start()
+    first.write(values("A000045", ["0", "1"]))
+    load = CountingLoad()
+    others: list[ReadCache[Cached]] = []
+    for _ in range(2):
+        others.append(ReadCache(load, first.listener))
+        assert others[-1].live  # listening already; it holds nothing, so trusted at once
+        assert others[-1].get("A000045").term_count == 2
+    calls = load.calls
+    for reads in others:
+        assert reads.get("A000045").term_count == 2  # from memory
+    assert load.calls == calls
+    first.write(values("A000045", ["0", "1", "1"]))
+    # The one notification reaches them all.
+    wait_until(
+        lambda: all(reads.get("A000045").term_count == 3 for reads in others), 30, "the news"
+    )
+    assert len(first.gate.backends) == 1
