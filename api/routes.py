@@ -74,12 +74,26 @@ TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # served from memory while the database cannot be reached (shared/readcache.py); the
 # metadata and search answers, kept the same way. The three listen on one connection.
 changes = Listener(listen_connection)
-cached_reads: ReadCache[Cached] = ReadCache(read_cached, changes, UNREACHABLE)
-metadata_reads: ReadCache[Document] = ReadCache(read_metadata_document, changes, UNREACHABLE)
+# Memory per API process (the least recently used go first): a lookup with its key takes
+# about a kilobyte; a document its body and some 600 bytes more.
+LOOKUP_BYTES = 1024
+DOCUMENT_OVERHEAD = 600
+cached_reads: ReadCache[Cached] = ReadCache(
+    read_cached, changes, UNREACHABLE, max_bytes=16 * 2**20, size=lambda _: LOOKUP_BYTES
+)
+metadata_reads: ReadCache[Document] = ReadCache(
+    read_metadata_document,
+    changes,
+    UNREACHABLE,
+    max_bytes=32 * 2**20,
+    size=lambda document: len(document.body) + DOCUMENT_OVERHEAD,
+)
 search_reads: ReadCache[Document] = ReadCache(
     lambda key: search.read_document(key) or read_search_document(key, get_settings().search_ttl),
     changes,
     UNREACHABLE,
+    max_bytes=16 * 2**20,
+    size=lambda document: len(document.body) + DOCUMENT_OVERHEAD,
 )
 # Seconds after which a search answered 503 may be tried again.
 SEARCH_RETRY = 2

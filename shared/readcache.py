@@ -5,7 +5,8 @@ query, yet it was half the cost of serving a cached sequence. Each API process k
 the answers in memory instead and drops one as soon as its sequence's rows change:
 every change sends NOTIFY backscope_changes with the sequence id (alembic migration
 0004; '*' when tables are truncated), and a thread in each process LISTENs for them on
-a connection of its own, one for all the process's caches (Listener).
+a connection of its own, one for all the process's caches (Listener). Each cache is
+bounded in bytes, the least recently used entries going first.
 
 The cache is trusted only while that connection is listening and the triggers that
 send the notifications exist (a database not yet migrated to 0004 has none). When the
@@ -27,6 +28,7 @@ import select
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -153,23 +155,34 @@ class Listener:
 class ReadCache(Generic[T]):
     """`load(key)` results kept per key until a change notification names the key.
 
-    Nothing is kept for a key whose `load` returned None. At most `max_entries` are kept
-    (the oldest go first). `unreachable` are the errors with which `load` says that the
-    database cannot be reached: then what is held for the key is served, if anything.
+    Nothing is kept for a key whose `load` returned None. What is kept is bounded in
+    bytes: `size(value)` estimates an entry's, and once they add up to more than
+    `max_bytes` the least recently used entries go first; a value larger than an eighth
+    of the budget is not kept at all (one huge entry must not push out all the others).
+    `unreachable` are the errors with which `load` says that the database cannot be
+    reached: then what is held for the key is served, if anything.
     """
+
+    # At most this fraction of the budget for one entry.
+    LARGEST_SHARE = 8
 
     def __init__(
         self,
         load: Callable[[str], T | None],
         listener: Listener,
         unreachable: tuple[type[Exception], ...] = (),
-        max_entries: int = 100_000,
+        *,
+        max_bytes: int,
+        size: Callable[[T], int],
     ) -> None:
         self._load = load
         self._listener = listener
         self._unreachable = unreachable
-        self._max_entries = max_entries
-        self._entries: dict[str, T] = {}
+        self._max_bytes = max_bytes
+        self._size = size
+        # key -> (value, its size), the least recently used first.
+        self._entries: OrderedDict[str, tuple[T, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         # Bumped by every notification and every change of `_live`: a load that saw
         # another generation start may have read data that a notification already
@@ -185,17 +198,18 @@ class ReadCache(Generic[T]):
         return self._live
 
     def get(self, key: str) -> T | None:
-        if self._live:
-            entry = self._entries.get(key)
-            if entry is not None:
-                return entry
+        with self._lock:
+            if self._live and (held := self._entries.get(key)) is not None:
+                self._entries.move_to_end(key)
+                return held[0]
         self._listener.start()
         with self._lock:
             generation, live = self._generation, self._live
         try:
             found = self._load(key)
         except self._unreachable:
-            held = self._entries.get(key)
+            with self._lock:
+                held = self._entries.get(key)
             if held is None:
                 raise
             try:
@@ -204,15 +218,13 @@ class ReadCache(Generic[T]):
                 # a fresh connection failing shows that the database is out of reach.
                 found = self._load(key)
             except self._unreachable:
-                return held
+                return held[0]
         with self._lock:
             if not self._live:
                 # What is held may be older than what was just read: serve it no more.
-                self._entries.pop(key, None)
+                self._drop(key)
             elif found is not None and live and self._generation == generation:
-                if len(self._entries) >= self._max_entries:
-                    del self._entries[next(iter(self._entries))]
-                self._entries[key] = found
+                self._keep(key, found)
         return found
 
     def changed(self, key: str) -> None:
@@ -220,9 +232,30 @@ class ReadCache(Generic[T]):
         with self._lock:
             self._generation += 1
             if key == EVERYTHING:
-                self._entries.clear()
+                self._clear()
             else:
-                self._entries.pop(key, None)
+                self._drop(key)
+
+    def _keep(self, key: str, value: T) -> None:
+        """Keep `value` as the most recently used entry, within the budget (lock held)."""
+        self._drop(key)
+        size = self._size(value)
+        if size > self._max_bytes // self.LARGEST_SHARE:
+            return
+        self._entries[key] = (value, size)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._bytes -= dropped
+
+    def _drop(self, key: str) -> None:
+        held = self._entries.pop(key, None)
+        if held is not None:
+            self._bytes -= held[1]
+
+    def _clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
 
     def _set_live(self, live: bool) -> None:
         """Going live, drop everything: what changed while nobody listened went unheard.
@@ -231,13 +264,14 @@ class ReadCache(Generic[T]):
             self._generation += 1
             self._live = live
             if live:
-                self._entries.clear()
+                self._clear()
 
     def _forget_after_fork(self) -> None:
         # The listener's thread does not exist in a forked child.
         self._lock = threading.Lock()
         self._live = False
-        self._entries = {}
+        self._entries = OrderedDict()
+        self._bytes = 0
 
 
 # Every cache and listener, so that a forked child can reset them all (the listening

@@ -69,12 +69,12 @@ class Observed(ReadCache):
     """A ReadCache that records the change notifications it has handled, and each time
     its listening connection went live or stopped being so; it listens through a Gate."""
 
-    def __init__(self, load, max_entries: int = 100_000) -> None:
+    def __init__(self, load, max_bytes: int = 2**20, size=lambda _: 100) -> None:
         self.gate = Gate()
         self.listener = Listener(self.gate.connect)
         self.heard: list[str] = []
         self.went_live: list[bool] = []
-        super().__init__(load, self.listener, max_entries=max_entries)
+        super().__init__(load, self.listener, max_bytes=max_bytes, size=size)
 
     def changed(self, key: str) -> None:
         super().changed(key)
@@ -237,7 +237,7 @@ class Outage:
         self.may_listen = threading.Event()
         self.may_listen.set()
         self.reads: ReadCache[str] = ReadCache(
-            self.load, Listener(self.connect), (OperationalError,)
+            self.load, Listener(self.connect), (OperationalError,), max_bytes=2**20, size=len
         )
 
     def load(self, seq_id: str) -> str | None:
@@ -349,18 +349,33 @@ def test_nothing_kept_for_missing_sequences(cache) -> None:
     assert load.calls == calls + 2
 
 
-def test_bounded(caches) -> None:
+def test_bounded_in_bytes_the_least_recently_used_going_first(caches) -> None:
+    """Entries are weighed by `size` (here a sequence's term count, as a document's
+    bytes would be), and what is held never weighs more than the budget."""
     load = CountingLoad()
-    reads = caches(load, max_entries=2).start()
-    for seq_id in ("A000001", "A000002", "A000003"):
-        reads.write(values(seq_id, ["1"]))
+    reads = caches(load, max_bytes=8000, size=lambda cached: cached.term_count).start()
+    ids = [f"A00000{n}" for n in range(1, 10)]
+    for seq_id in ids:
+        reads.write(values(seq_id, ["1"] * 1000))  # 1000 "bytes" each, nine of them
+    reads.write(values("A000010", ["1"] * 1001))  # more than an eighth of the budget
+
+    def held(seq_id: str) -> bool:
+        """Whether `seq_id` is answered from memory (and so now the most recent)."""
+        calls = load.calls
         reads.get(seq_id)
-    calls = load.calls
-    reads.get("A000003")
-    reads.get("A000002")
-    assert load.calls == calls
-    reads.get("A000001")  # the oldest went first
-    assert load.calls == calls + 1
+        return load.calls == calls
+
+    for seq_id in ids[:8]:
+        reads.get(seq_id)
+    assert all(held(seq_id) for seq_id in ids[:8])  # the budget, full
+    assert held("A000001")  # used last: A000002 is now the least recently used
+    reads.get("A000009")  # one too many: A000002 goes
+    assert held("A000001") and held("A000009")
+    assert not held("A000002")  # read again, and kept: A000003 goes for it
+    # Too large to keep at all: nothing goes for it.
+    reads.get("A000010")
+    assert not held("A000010")
+    assert all(held(seq_id) for seq_id in ["A000001", "A000002", *ids[3:]])
 
 
 def test_the_caches_of_a_process_share_one_listening_connection(caches) -> None:
@@ -369,7 +384,7 @@ def test_the_caches_of_a_process_share_one_listening_connection(caches) -> None:
     load = CountingLoad()
     others: list[ReadCache[Cached]] = []
     for _ in range(2):
-        others.append(ReadCache(load, first.listener))
+        others.append(ReadCache(load, first.listener, max_bytes=2**20, size=lambda _: 100))
         assert others[-1].live  # listening already; it holds nothing, so trusted at once
         assert others[-1].get("A000045").term_count == 2
     calls = load.calls
