@@ -17,6 +17,10 @@ def create_app() -> Flask:
         sys.exit(f"backscope: configuration error: {exc}")
     configure_logging()
 
+    from shared.db import api_pool, use_pool
+
+    use_pool(api_pool())  # before the first query
+
     from api.errors import register_errors
     from api.observe import register_observing
     from api.openapi import register_openapi

@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from api.jobs import Pending, TaskFailed
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 RETRY_PENDING = 2
 RETRY_UNAVAILABLE = 30
+# Every pooled connection of the process was busy for POOL_TIMEOUT (shared/db.py).
+RETRY_BUSY = 2
 
 
 class BadRequest(Exception):
@@ -65,6 +68,9 @@ def register_errors(app: Flask) -> None:
         return response
 
     def database_down(exc: Exception) -> Response:
+        if isinstance(exc, PoolTimeout):  # the database answers, this process waits its turn
+            log.warning("api.database_busy")
+            return error("the database is busy right now; please try again", 503, RETRY_BUSY)
         log.error("api.database_unavailable", extra={"error": str(exc).splitlines()[0]})
         return error("the database is unavailable right now", 503, RETRY_UNAVAILABLE)
 

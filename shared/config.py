@@ -46,6 +46,9 @@ MAX_FACTOR_BUDGET = 600
 MAX_FACTOR_BITS = 14000
 # Threads of each API process that never wait for a worker (see wait_slots).
 RESERVED_THREADS = 8
+# PostgreSQL connections of each API process by default (docs/deploy.md sizes
+# max_connections from it).
+DB_POOL_SIZE = 8
 ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 
@@ -84,6 +87,7 @@ class Settings:
     commit: str | None
     # Overload protection (docs/performance.md, "Overload").
     wait_slots: int  # requests per API process that may wait for a worker at once
+    db_pool_size: int  # PostgreSQL connections per API process, besides its listener
     client_work_limit: int  # units of new work one client may have outstanding
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...]  # believed for X-Forwarded-For
     search_ttl: int  # seconds a cached search result is served
@@ -253,6 +257,13 @@ def load_settings() -> Settings:
                 int,
                 0,
                 api_threads,
+            )
+        ),
+        # A thread holds one connection at most (shared/db.py): more connections than
+        # threads would never be used.
+        db_pool_size=int(
+            _number(
+                "BACKSCOPE_DB_POOL_SIZE", str(min(DB_POOL_SIZE, api_threads)), int, 1, api_threads
             )
         ),
         client_work_limit=int(_number("BACKSCOPE_CLIENT_WORK_LIMIT", "12", int, 1)),

@@ -81,13 +81,15 @@ def _postgres_bin(name: str) -> str:
 
 
 class PostgresServer:
-    """A PostgreSQL cluster of its own (initdb), user root with trust auth, no fsync.
+    """A PostgreSQL cluster of its own (initdb), user root with trust auth, no fsync,
+    and any other server `settings` (say, max_connections).
 
     PostgreSQL refuses to run as root: when the tests do, the cluster belongs to the
     `postgres` user instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: str) -> None:
+        self.settings = settings
         self.directory = Path(tempfile.mkdtemp(prefix="backscope-pg-"))
         self.data = self.directory / "data"
         self.port = free_port()
@@ -109,6 +111,7 @@ class PostgresServer:
             f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._pg_ctl("-l", str(self.directory / "log"), "-o", options, "start")
 
     def stop(self) -> None:

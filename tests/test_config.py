@@ -49,6 +49,7 @@ def test_defaults(bare_env: pytest.MonkeyPatch) -> None:
         (),
     )
     assert settings.api_workers == os.cpu_count()
+    assert settings.db_pool_size == 8
     assert (settings.refresh_interval, settings.refresh_after, settings.refresh_batch) == (
         3600,
         604800,
@@ -81,6 +82,8 @@ def test_production_never_starts_servers_of_its_own(bare_env: pytest.MonkeyPatch
         ("BACKSCOPE_FACTOR_NICE", "20"),
         ("BACKSCOPE_TRUSTED_PROXIES", "10.0.0.0/8, nginx"),
         ("BACKSCOPE_WAIT_SLOTS", "33"),  # more than the 32 threads
+        ("BACKSCOPE_DB_POOL_SIZE", "0"),
+        ("BACKSCOPE_DB_POOL_SIZE", "33"),  # more than the 32 threads
         ("BACKSCOPE_CLIENT_WORK_LIMIT", "0"),
         ("BACKSCOPE_REFRESH_INTERVAL", "0"),
         ("BACKSCOPE_REFRESH_AFTER", "-1"),

@@ -1,7 +1,7 @@
 """The worker's entry point: `celery -A worker.app worker|beat`.
 
 The app itself is shared/queue.py's; this adds the task modules and what only a worker
-process needs: JSON logs with the task id, fresh database connections per forked
+process needs: JSON logs with the task id, a database connection of its own per forked
 pool process, and the task counts of /metrics (shared/metrics.py, imported before the
 pool forks so that every pool process counts into BACKSCOPE_METRICS_DIR).
 """
@@ -23,7 +23,7 @@ from celery.signals import (
 
 from shared import metrics
 from shared.config import get_settings
-from shared.db import dispose_engine
+from shared.db import WORKER_POOL, use_pool
 from shared.logs import configure_logging
 from shared.queue import app
 
@@ -91,8 +91,9 @@ def _json_logs(loglevel: str | int | None = None, **_: Any) -> None:
 
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
-    """A forked pool process must not share the parent's database connections."""
-    dispose_engine()
+    """A forked pool process must not share the parent's database connections, and it
+    runs one task at a time: one connection is all it takes (shared/db.py)."""
+    use_pool(WORKER_POOL)
 
 
 @beat_init.connect
