@@ -11,7 +11,7 @@ COPY worker worker
 COPY shared shared
 COPY alembic alembic
 # Editable, so the code runs from /app, where alembic.ini and alembic/ are (a plain
-# install would run it from site-packages, where shared/database_admin.py cannot find them).
+# install would run it from site-packages, where shared/admin/database.py cannot find them).
 RUN pip install --no-cache-dir -e .
 
 RUN useradd --create-home backscope

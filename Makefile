@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 # What runs the stack's processes: with PostgreSQL and Redis answering, the configured
 # ones or, when nothing answers at the default addresses, the project's own under .data/
-# (`backscope services`, shared/embedded.py), stopped when the last process using them ends.
+# (`backscope services`, cli/embedded.py), stopped when the last process using them ends.
 RUN := PATH="$(BIN):$$PATH" $(BIN)/backscope services --
 
 # `make demo` uses its own database, Redis databases 4-7 and a fake OEIS on port 8099,

@@ -1,4 +1,4 @@
-"""Who is asking: the client a request counts against (shared/client_budget.py)."""
+"""Who is asking: the client a request counts against (api/budget.py)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from api.budget import OverBudget
 from api.jobs import Pending, TaskFailed
-from shared.client_budget import OverBudget
 from shared.db import UNREACHABLE
 from shared.errors import BackscopeError, UpstreamUnavailable
 from shared.ids import InvalidId, normalize_id

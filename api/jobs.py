@@ -2,7 +2,7 @@
 
 The work lock dedupes: whoever takes it enqueues the task (in the task's name, so the
 task id is known before it is sent); everyone else finds the owner's task id in the
-lock and waits on that task (shared/queue.py). The API never talks to the OEIS itself.
+lock and waits on that task (shared/work/queue.py). The API never talks to the OEIS itself.
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
+from api import budget
 from api.clients import budget_client, client_address
-from shared import client_budget, waiting
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import BackscopeError, UpstreamUnavailable
-from shared.lock import FINISHED_STATES, extend_queued, lock_key, read_lock
-from shared.queue import BUSY_CLIENT, INTERACTIVE, join, requeue, start
-from shared.queue import app as celery
-from shared.queue import schedule as schedule_work
 from shared.redis_db import get_redis
-from shared.work import Work
+from shared.work import waiting
+from shared.work.lock import FINISHED_STATES, extend_queued, lock_key, read_lock
+from shared.work.queue import BUSY_CLIENT, INTERACTIVE, join, requeue, start
+from shared.work.queue import app as celery
+from shared.work.queue import schedule as schedule_work
+from shared.work.units import Work
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,12 @@ def _start(work: Work) -> str:
     client = budget_client(client_address())
     try:
         limit = get_settings().client_work_limit
-        held = client_budget.reserve(redis, client, limit, lock_key(work.kind, work.subject))
+        held = budget.reserve(redis, client, limit, lock_key(work.kind, work.subject))
         task_id = None
         try:
             task_id = start(work, INTERACTIVE if held.outstanding < FAIR_SHARE else BUSY_CLIENT)
         finally:
-            client_budget.settle(redis, held, task_id)
+            budget.settle(redis, held, task_id)
     except RedisError as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
     return task_id
@@ -132,7 +133,7 @@ def _raise_failure(result: AsyncResult) -> None:
     if isinstance(error, BackscopeError):
         raise error
     if result.state == "REVOKED" or isinstance(error, TaskRevokedError):
-        # Dropped by clear-db or reset-db (shared/queue_admin.py) while we waited.
+        # Dropped by clear-db or reset-db (shared/admin/queue.py) while we waited.
         raise UpstreamUnavailable("the work was cancelled by maintenance; try again", 5)
     if isinstance(error, (SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError)):
         raise UpstreamUnavailable("the download did not finish in time; try again", 30)

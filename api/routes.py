@@ -23,16 +23,16 @@ from api.clients import client_address
 from api.documents import Entry, documents, values_slice
 from api.errors import BadRequest, error
 from api.jobs import Pending, obtain, schedule, wait_slot
+from api.readcache import Listener, ReadCache
 from api.responses import send_json
-from shared import metrics, search, search_interest
+from shared import metrics
 from shared.config import get_settings
 from shared.db import UNREACHABLE, listen_connection, session_scope
 from shared.errors import NotFound, Superseded, UpstreamUnavailable
 from shared.ids import normalize_id
-from shared.queue import app as celery
-from shared.readcache import Listener, ReadCache
 from shared.redis_db import get_redis
-from shared.store import (
+from shared.search import interest, query
+from shared.store.store import (
     Cached,
     Document,
     Factors,
@@ -48,7 +48,8 @@ from shared.store import (
     read_sequence,
     search_key,
 )
-from shared.work import (
+from shared.work.queue import app as celery
+from shared.work.units import (
     Work,
     backrefs_work,
     factors_work,
@@ -71,7 +72,7 @@ CHUNK_SIZE = 1024
 CHUNK = re.compile(r"-?[0-9]{1,18}")
 TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # What is cached per sequence, kept in memory until the database reports a change, and
-# served from memory while the database cannot be reached (shared/readcache.py); the
+# served from memory while the database cannot be reached (api/readcache.py); the
 # metadata and search answers, kept the same way. The three listen on one connection.
 changes = Listener(listen_connection)
 # Memory per API process (the least recently used go first): a lookup with its key takes
@@ -89,7 +90,7 @@ metadata_reads: ReadCache[Document] = ReadCache(
     size=lambda document: len(document.body) + DOCUMENT_OVERHEAD,
 )
 search_reads: ReadCache[Document] = ReadCache(
-    lambda key: search.read_document(key) or read_search_document(key, get_settings().search_ttl),
+    lambda key: query.read_document(key) or read_search_document(key, get_settings().search_ttl),
     changes,
     UNREACHABLE,
     max_bytes=16 * 2**20,
@@ -399,14 +400,14 @@ def _search_upstream(key: str) -> Document:
     that the same client's newer search superseded is answered so at once."""
     client, redis = client_address(), get_redis("locks")
     try:
-        search_interest.ask(redis, client, key)
+        interest.ask(redis, client, key)
     except RedisError as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
 
     def read(session: Session) -> bool | list[Work]:
         if read_search(session, key, get_settings().search_ttl) is not None:
             return True
-        if not search_interest.is_latest(redis, client, key):
+        if not interest.is_latest(redis, client, key):
             raise Superseded("you have searched for something else since", SEARCH_RETRY)
         return [search_work(key)]
 

@@ -368,7 +368,7 @@ def factored_terms(seq_id: str) -> int:
 def start_factoring(base: str) -> None:
     """Have FACTORING_ID factored from now on: it is forgotten and asked for again, and
     its download schedules the factoring of every term."""
-    from shared.cache_admin import forget
+    from shared.admin.cache import forget
     from shared.config import get_settings
     from shared.redis_db import get_redis
 
@@ -494,8 +494,8 @@ def ingest(base: str, seq_id: str, label: str) -> tuple[str, str, str, str]:
 
 def background_work() -> list[str]:
     """The work locks held in the stack's Redis (downloads, factoring under way)."""
-    from shared.lock import list_locks
     from shared.redis_db import get_redis
+    from shared.work.lock import list_locks
 
     return [info.key.removeprefix("backscope:lock:") for info in list_locks(get_redis("locks"))]
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from shared.errors import UpstreamBadData
-from shared.parsing import parse_bfile
+from shared.oeis.parsing import parse_bfile
 
 COUNTED = "A000040"  # 10,000 primes
 COUNTED_TERMS = 10_000

@@ -1,6 +1,6 @@
 """`make bench-factors`: how long factoring takes, with the default per-value budget.
 
-Calls shared.factorize directly (no database, Redis or workers needed) on:
+Calls shared.factors.factorize directly (no database, Redis or workers needed) on:
 
 - the first 1,000 Fibonacci numbers, F(0) .. F(999) (A000045);
 - the first 60 Euclid numbers, 1 + the product of the first n primes, n = 0 .. 59
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sympy
 
-from shared.factorize import DEFAULT_BUDGET, NO_FAC, factorize, find_gp
+from shared.factors.factorize import DEFAULT_BUDGET, NO_FAC, factorize, find_gp
 
 
 def fibonacci(count: int) -> list[int]:

@@ -1,13 +1,13 @@
 """The `backscope` command line: database set-up and maintenance.
 
-The operations themselves live in shared/cache_admin.py (the Celery tasks in
+The operations themselves live in shared/admin/cache.py (the Celery tasks in
 worker/tasks/maintenance.py call the same functions). Commands import the Celery side
-(shared.queue_admin) only when they run, so `backscope --help` and configuration
+(shared.admin.queue) only when they run, so `backscope --help` and configuration
 errors do not depend on the Celery app loading.
 
 Every command that needs PostgreSQL or Redis gets them through `_settings()`: when the
 configured ones do not answer, project-local ones stand in for the command's duration
-(shared/embedded.py). `backscope services COMMAND` does the same for a whole stack.
+(cli/embedded.py). `backscope services COMMAND` does the same for a whole stack.
 """
 
 from __future__ import annotations
@@ -29,18 +29,21 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from shared import cache_admin, database_admin, embedded, store
+from cli import embedded
+from shared.admin import cache as cache_admin
+from shared.admin import database as database_admin
 from shared.config import INDEX_SOURCES, ConfigError, Settings, get_settings, redacted
 from shared.errors import BackscopeError
-from shared.lock import FINISHED_STATES, list_locks
 from shared.redis_db import get_redis
-from shared.work import Work, refresh_work, values_work
+from shared.store import store
+from shared.work.lock import FINISHED_STATES, list_locks
+from shared.work.units import Work, refresh_work, values_work
 
 # Seconds between looks at prefetched tasks; progress lines every this long without a tty.
 POLL_INTERVAL = 0.5
 PLAIN_PROGRESS_EVERY = 5.0
 BAR_WIDTH = 24
-# What each task outcome means, for the prefetch summary (see shared/ingest.py).
+# What each task outcome means, for the prefetch summary (see shared/store/ingest.py).
 OUTCOMES = {
     "stored": "downloaded",
     "cached": "already cached",
@@ -48,7 +51,7 @@ OUTCOMES = {
     "refused": "refused as stale (the cache was cleared meanwhile)",
     "skipped": "left to another task",
 }
-# What each refresh outcome means, for the refresh summary (see shared/ingest.py: a
+# What each refresh outcome means, for the refresh summary (see shared/store/ingest.py: a
 # check may also join a download already running for the sequence).
 REFRESH_OUTCOMES = {
     **OUTCOMES,
@@ -72,7 +75,7 @@ def _read_settings() -> Settings:
 def _settings() -> Settings:
     """The settings, with PostgreSQL and Redis answering: the first call in a command
     starts project-local servers where they stand in for the configured ones
-    (shared/embedded.py), and leaves them when the command ends."""
+    (cli/embedded.py), and leaves them when the command ends."""
     settings = _read_settings()
     root = click.get_current_context().find_root()
     if "backscope.services" not in root.meta:
@@ -232,7 +235,7 @@ _yes = click.option(
 
 
 def _drop_queued() -> Callable[[], int]:
-    from shared.queue_admin import drop_queued_work
+    from shared.admin.queue import drop_queued_work
 
     return drop_queued_work
 
@@ -404,7 +407,7 @@ def _watch(tasks: dict[str, str], tally: _Tally) -> None:
     A task that succeeded but reports an "error" (a refresh that met an upstream fault
     and kept the cached data) counts as failed.
     """
-    from shared.queue_admin import task_states
+    from shared.work.queue import task_states
 
     redraw = sys.stdout.isatty()
     pending = dict(tasks)
@@ -446,7 +449,7 @@ class _Batch:
 def _run_batch(ctx: click.Context, works: list[tuple[str, Work]], batch: _Batch) -> None:
     """Queue each sequence's work as bulk work (joining work already queued or running),
     show progress until all has finished, then a summary; exit 1 if any failed."""
-    from shared.queue_admin import enqueue
+    from shared.admin.queue import enqueue
 
     tally = _Tally(len(works))
     tasks: dict[str, str] = {}  # task id -> sequence id
@@ -565,7 +568,7 @@ def refresh(
 
 
 class _Bars:
-    """One progress bar per phase of a build (shared/indexer.py: Progress)."""
+    """One progress bar per phase of a build (shared/search/indexer.py: Progress)."""
 
     def __init__(self) -> None:
         self.phase: str | None = None
@@ -618,10 +621,10 @@ def index(source: str | None, full: bool, remove: bool, yes: bool) -> None:
     BACKSCOPE_INDEX_INTERVAL seconds.
     """
     settings = _settings()
-    from shared import indexer
     from shared.db import session_scope
-    from shared.oeis import OEISClient
-    from shared.ratelimit import RateLimiter
+    from shared.oeis.client import OEISClient
+    from shared.oeis.ratelimit import RateLimiter
+    from shared.search import indexer
 
     if remove:
         _confirm(settings, "delete the search index in {db}", yes)
@@ -711,8 +714,8 @@ def status() -> None:
     if db.refresh is not None:
         rows.append(("refresh", _refresh_backlog(db.refresh, settings.refresh_after)))
     if db.revision == db.head:
-        from shared import indexer
         from shared.db import session_scope
+        from shared.search import indexer
 
         with session_scope() as session:
             rows.append(("index", _index_status(indexer.status(session))))
@@ -722,7 +725,7 @@ def status() -> None:
     except RedisError as exc:
         rows.append(("redis", f"cannot reach {redacted(settings.redis_url)}: {exc}"))
     else:
-        from shared.queue_admin import live_workers, queue_lengths
+        from shared.admin.queue import live_workers, queue_lengths
 
         held = list_locks(client)
         rows += [

@@ -9,7 +9,7 @@ BACKSCOPE_REDIS_URL's database number N:
     N + 3  OEIS rate limiter
 
 When nothing answers at the default addresses below, project-local servers can stand in
-for them (BACKSCOPE_EMBEDDED; shared/embedded.py).
+for them (BACKSCOPE_EMBEDDED; cli/embedded.py).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from dotenv import load_dotenv
 ENVIRONMENTS = ("development", "production", "testing")
 # Who may read GET /metrics: nobody, clients on this machine, anyone who reaches the API.
 METRICS_ACCESS = ("off", "local", "on")
-# Where the checkout is: the default home of the metrics directory.
+# Where the checkout is: the default home of the metrics and data directories.
 CHECKOUT = Path(__file__).resolve().parent.parent
 # The servers a development machine runs. BACKSCOPE_EMBEDDED=auto replaces only these,
-# when they do not answer, by project-local ones (shared/embedded.py).
+# when they do not answer, by project-local ones (cli/embedded.py).
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://root@127.0.0.1:5432/backscope"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_MODES = ("auto", "always", "never")
@@ -40,7 +40,7 @@ EMBEDDED_MODES = ("auto", "always", "never")
 INDEX_SOURCES = ("auto", "bulk", "oeisdata")
 _KINDS = {int: "a whole number", float: "a number"}
 REDIS_DATABASES = {"broker": 0, "results": 1, "locks": 2, "ratelimit": 3}
-# BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/queue.py);
+# BACKSCOPE_FACTOR_BUDGET stays well inside a task's time limit (shared/work/queue.py);
 # 14000 bits is at most 4215 decimal digits, under CPython's int/str limit of 4300.
 MAX_FACTOR_BUDGET = 600
 MAX_FACTOR_BITS = 14000
@@ -49,7 +49,6 @@ RESERVED_THREADS = 8
 # PostgreSQL connections of each API process by default (docs/deploy.md sizes
 # max_connections from it).
 DB_POOL_SIZE = 8
-ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 
 class ConfigError(Exception):
@@ -103,7 +102,7 @@ class Settings:
     # prometheus-client's multiprocess files, shared by every process of one stack
     # (shared/metrics.py); emptied when the whole stack starts.
     metrics_dir: Path
-    # Project-local PostgreSQL and Redis (shared/embedded.py): when to use them, and
+    # Project-local PostgreSQL and Redis (cli/embedded.py): when to use them, and
     # where their data lives.
     embedded: str
     data_dir: Path
@@ -283,7 +282,7 @@ def load_settings() -> Settings:
         embedded=_choice(
             "BACKSCOPE_EMBEDDED", "never" if env == "production" else "auto", EMBEDDED_MODES
         ),
-        data_dir=Path(_text("BACKSCOPE_DATA_DIR", str(ROOT / ".data"))).expanduser().absolute(),
+        data_dir=Path(_text("BACKSCOPE_DATA_DIR", str(CHECKOUT / ".data"))).expanduser().absolute(),
     )
 
 

@@ -23,6 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
 
+# Every change to the cached data is announced with NOTIFY on this channel, naming the
+# sequence, or EVERYTHING when tables are emptied (alembic migration 0004; the search
+# index build sends EVERYTHING too); api/readcache.py listens.
+CHANGES_CHANNEL = "backscope_changes"
+EVERYTHING = "*"
 # What a query raises when the database cannot be reached (or no pooled connection
 # frees up in time): the API answers 503 (api/errors.py).
 UNREACHABLE: tuple[type[Exception], ...] = (OperationalError, PoolTimeout)
@@ -123,7 +128,7 @@ def listen_connection() -> Any:
 
     A connection whose server vanished without a word must fail soon, not after the
     kernel's 15 minutes of retransmissions: TCP keepalives cover an idle connection and
-    tcp_user_timeout a query waiting for its answer (shared/readcache.py checks the
+    tcp_user_timeout a query waiting for its answer (api/readcache.py checks the
     connection with a query when it has been quiet for a few seconds).
     """
     engine = get_engine()

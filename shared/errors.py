@@ -39,4 +39,4 @@ class UpstreamUnavailable(BackscopeError):
 
 class Superseded(UpstreamUnavailable):
     """A search whose askers have all searched for something newer since: dropped
-    before it cost an OEIS request (shared/search_interest.py)."""
+    before it cost an OEIS request (shared/search/interest.py)."""

@@ -149,10 +149,10 @@ class _ReadWhenScraped(Collector):
 
 def _queue_lengths() -> GaugeMetricFamily:
     """One pipelined LLEN per queue and priority list on the broker database: kombu's
-    queue_declare (shared/queue_admin.py) costs a new broker connection and about 100 ms
+    queue_declare (shared/admin/queue.py) costs a new broker connection and about 100 ms
     of the scraping process's time under load, taken from the requests it serves."""
-    from shared.queue import PRIORITY_STEPS, app
     from shared.redis_db import get_redis
+    from shared.work.queue import PRIORITY_STEPS, app
 
     # kombu's Redis transport keeps a list per priority step: "<queue>" for 0, else
     # "<queue>\x06\x16<step>".
@@ -171,8 +171,8 @@ def _queue_lengths() -> GaugeMetricFamily:
 
 
 def _locks_held() -> GaugeMetricFamily:
-    from shared.lock import LOCK_PREFIX
     from shared.redis_db import get_redis
+    from shared.work.lock import LOCK_PREFIX
 
     held = sum(1 for _ in get_redis("locks").scan_iter(f"{LOCK_PREFIX}*", count=1000))
     return GaugeMetricFamily("backscope_locks_held", "Work locks held now", value=held)

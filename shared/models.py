@@ -62,7 +62,7 @@ class Sequence(Base):
     # The OEIS revision of the cached entry and when it was made (the entry's "time").
     # `revision` is recorded only when everything cached is known to be at least that
     # revision (NULL: not known), so a refresh that finds the same revision upstream
-    # needs no b-file (shared/ingest.py: refresh).
+    # needs no b-file (shared/store/ingest.py: refresh).
     revision: Mapped[int | None] = mapped_column(Integer)
     modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the cached data was last found current (a check, or a download); NULL: never
@@ -103,7 +103,7 @@ class SequenceValues(Base):
 
 
 class Factorization(Base):
-    """The factorization of one term, in the API's string format (shared/factorize.py).
+    """The factorization of one term, in the API's string format (shared/factors/factorize.py).
 
     One row per (sequence, index), written in batches as the factor task gets through a
     sequence, so a request for more terms computes only the ones without a row. The
@@ -149,8 +149,8 @@ class FenceFloor(Base):
 
 
 class SearchEntry(Base):
-    """One OEIS entry in the local search index (shared/search.py reads it,
-    shared/indexer.py builds it from the bulk files or an oeisdata checkout).
+    """One OEIS entry in the local search index (shared/search/query.py reads it,
+    shared/search/indexer.py builds it from the bulk files or an oeisdata checkout).
 
     Independent of the cached sequences: it holds every entry of the OEIS, names and
     first terms only, so that searching and naming need no OEIS request.
@@ -160,7 +160,7 @@ class SearchEntry(Base):
 
     id: Mapped[str] = mapped_column(String(7), primary_key=True)
     name: Mapped[str] = mapped_column(Text)
-    # The name's words, folded (shared/search.py: words), with their positions, and the
+    # The name's words, folded (shared/search/query.py: words), with their positions, and the
     # words of its headline (before the first ':', '(' ...): what ranking compares.
     words: Mapped[str] = mapped_column(TSVECTOR)
     head: Mapped[str] = mapped_column(TSVECTOR)
@@ -182,7 +182,7 @@ class SearchEntry(Base):
     cites: Mapped[list[str]] = mapped_column(ARRAY(String(7)))
     cited: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # floor(log2(1 + cited)), plus 3 for keyword `core` and 1 for `nice` (set with
-    # `cited`: shared/indexer.py).
+    # `cited`: shared/search/indexer.py).
     popularity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # What the entry was built from (an md5 of its lines or file) and, for a file, its
     # size and modification time: an incremental build reads only what changed.
@@ -194,7 +194,7 @@ class SearchEntry(Base):
         Index("ix_search_entries_term_pairs", "term_pairs", postgresql_using="gin"),
         Index("ix_search_entries_cites", "cites", postgresql_using="gin"),
         # The most popular first: a query matching many entries reads them in this order
-        # and stops at its pool (shared/search.py).
+        # and stops at its pool (shared/search/query.py).
         Index("ix_search_entries_popularity", literal_column("popularity").desc(), "id"),
     )
 

@@ -6,7 +6,7 @@ Nothing here touches the database or Redis databases that `make run` uses, and t
 test runs on one machine (say, a developer's and CI's) cannot take each other's tasks,
 connections or connection slots. On a machine without PostgreSQL programs or a running
 server, the test database lives on the project's own PostgreSQL, and the private Redis
-is the packaged Valkey when redis-server is not installed (shared/embedded.py).
+is the packaged Valkey when redis-server is not installed (cli/embedded.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import embedded
+from cli import embedded
 from shared.config import DEFAULT_DATABASE_URL, load_settings, redacted
 from tests.fake_oeis import FakeOEIS
 from tests.services import PostgresServer, RedisServer
@@ -185,7 +185,7 @@ from sqlalchemy import text  # noqa: E402
 # Before any test module imports prometheus_client (its parser): the library picks
 # multiprocess mode when first imported (shared/metrics.py).
 import shared.metrics  # noqa: E402, F401
-from shared import database_admin  # noqa: E402
+from shared.admin import database as database_admin  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.db import dispose_engine  # noqa: E402
 from shared.models import Base  # noqa: E402
@@ -199,9 +199,9 @@ def database() -> Iterator[str]:
     database_admin.create_database(url)
     database_admin.upgrade(url)
     yield DB_NAME
-    # The API's change listeners (shared/readcache.py) would go on trying to connect to
+    # The API's change listeners (api/readcache.py) would go on trying to connect to
     # the dropped database until the interpreter exits, after pytest has closed stderr.
-    logging.getLogger("shared.readcache").disabled = True
+    logging.getLogger("api.readcache").disabled = True
     dispose_engine()
     database_admin.drop_database(url)
 
@@ -230,7 +230,7 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
         # must not race it.
         from api.jobs import scheduled_recently
         from api.routes import cached_reads, metadata_reads, search_reads
-        from shared.readcache import EVERYTHING
+        from shared.db import EVERYTHING
 
         for reads in (cached_reads, metadata_reads, search_reads):
             reads.changed(EVERYTHING)
@@ -379,8 +379,8 @@ def settings():
 def workers(database: str, fake_oeis: FakeOEIS, tmp_path: Path) -> Iterator:
     """Start this test's own workers; the session worker stops taking downloads meanwhile,
     so the test knows which process runs each task."""
-    from shared.queue import app as celery
-    from shared.work import DOWNLOADS_QUEUE
+    from shared.work.queue import app as celery
+    from shared.work.units import DOWNLOADS_QUEUE
 
     others = [process for process in _running if DOWNLOADS_QUEUE in process.queues]
     for process in others:

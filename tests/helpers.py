@@ -78,7 +78,7 @@ def bounded(call: Callable[[], T], timeout: float) -> T | None:
 def ping(name: str, timeout: float = 1.0) -> bool:
     """Whether worker `name` answers a remote-control ping (never blocks much longer
     than `timeout`; a fresh broker connection each time)."""
-    from shared.queue import app
+    from shared.work.queue import app
 
     def call() -> list:
         with app.connection_for_write() as connection:
@@ -90,7 +90,7 @@ def ping(name: str, timeout: float = 1.0) -> bool:
 def control(name: str, command: str, timeout: float = 1.0, **arguments: object) -> None:
     """Send a remote-control command to worker `name` and wait for its reply, repeating
     it (they are idempotent) until one arrives."""
-    from shared.queue import app
+    from shared.work.queue import app
 
     def call() -> list:
         with app.connection_for_write() as connection:
@@ -121,8 +121,8 @@ def stored_ids() -> set[str]:
 def busy_locks() -> list[str]:
     """Held locks, but not factoring's: every download schedules factoring, and only
     tests that start a factor worker run it, so elsewhere those locks sit out their TTL."""
-    from shared.lock import list_locks, lock_key
     from shared.redis_db import get_redis
+    from shared.work.lock import list_locks, lock_key
 
     factors = lock_key("factors", "")
     return [info.key for info in list_locks(get_redis("locks")) if not info.key.startswith(factors)]

@@ -12,14 +12,13 @@ from sqlalchemy.pool import NullPool
 
 import api.jobs
 from api.routes import cached_reads
-from shared import queue
-from shared.db import session_scope
+from shared.db import EVERYTHING, session_scope
 from shared.errors import UpstreamUnavailable
-from shared.lock import lock_key, read_lock
 from shared.models import Sequence
-from shared.readcache import EVERYTHING
 from shared.redis_db import get_redis
-from shared.work import values_work
+from shared.work import queue
+from shared.work.lock import lock_key, read_lock
+from shared.work.units import values_work
 from tests.helpers import execute, get_until_200, stored_ids, wait_until
 
 FIB = [0, 1]

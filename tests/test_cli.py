@@ -19,14 +19,17 @@ from sqlalchemy import text
 
 from cli import commands
 from cli.commands import main
-from shared import cache_admin, database_admin, queue_admin
+from shared.admin import cache as cache_admin
+from shared.admin import database as database_admin
+from shared.admin import queue as queue_admin
 from shared.db import session_scope
-from shared.lock import WorkLock, list_locks, lock_key
 from shared.models import Base, SequenceValues
-from shared.parsing import BFile
+from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store import store_values
-from shared.work import DOWNLOADS_QUEUE
+from shared.store.store import store_values
+from shared.work import queue
+from shared.work.lock import WorkLock, list_locks, lock_key
+from shared.work.units import DOWNLOADS_QUEUE
 from tests.helpers import execute, stored_ids, table_rows, wait_until
 from worker.tasks import maintenance as maintenance_tasks
 
@@ -342,7 +345,7 @@ def test_prefetch_ctrl_c_leaves_the_work_queued(
     def interrupted(task_ids: list[str]) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(queue_admin, "task_states", interrupted)
+    monkeypatch.setattr(queue, "task_states", interrupted)
     result = invoke("prefetch", "A910050-A910052")
     assert result.exit_code == 130
     assert "Stopped watching; 3 downloads are not finished yet. They stay queued" in result.output

@@ -122,7 +122,7 @@ def test_malformed_setting_is_named(bare_env: pytest.MonkeyPatch, name: str, val
 
 STARTUPS = {
     "api": [sys.executable, "-c", "import api; api.create_app()"],
-    "queue": [sys.executable, "-c", "import shared.queue"],
+    "queue": [sys.executable, "-c", "import shared.work.queue"],
     "gunicorn": [sys.executable, "-c", "import api.gunicorn_conf"],
     "cli": [sys.executable, "-m", "cli.commands", "status"],
 }

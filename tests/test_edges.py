@@ -14,13 +14,13 @@ import api.jobs
 import api.responses
 import api.routes
 from api.documents import DocumentCache
-from shared import factor_batches, ingest
 from shared.db import get_engine, get_read_engine, session_scope
 from shared.errors import UpstreamBadData
-from shared.lock import lock_key
-from shared.parsing import BFile, Entry, canonical_value, parse_bfile
+from shared.factors import batches
+from shared.oeis.parsing import BFile, Entry, canonical_value, parse_bfile
 from shared.redis_db import get_redis
-from shared.store import (
+from shared.store import ingest
+from shared.store.store import (
     read_cached,
     read_factors,
     refresh_candidates,
@@ -29,6 +29,7 @@ from shared.store import (
     store_refresh,
     store_values,
 )
+from shared.work.lock import lock_key
 from tests.helpers import wait_until
 
 
@@ -129,8 +130,8 @@ def test_a_revision_reopens_exactly_the_terms_it_changed(database) -> None:
     _factored_then_revised("A000027")
     cached = read_cached("A000027")
     assert cached.factored(4) and not cached.factored(5) and not cached.factored(0)
-    limits = factor_batches.Limits(budget=2, max_bits=512)
-    assert factor_batches.factor_values("A000027", 0, 4, limits) == "stored"
+    limits = batches.Limits(budget=2, max_bits=512)
+    assert batches.factor_values("A000027", 0, 4, limits) == "stored"
     cached = read_cached("A000027")
     assert cached.factored(0)
     with session_scope() as session:

@@ -1,4 +1,4 @@
-"""The project's own PostgreSQL and Redis (shared/embedded.py): they stand in only where
+"""The project's own PostgreSQL and Redis (cli/embedded.py): they stand in only where
 they may, are shared by every process of a checkout, stop with the last one, keep their
 data, and let in only whoever has the checkout's password. Each test uses real servers
 in a data folder of its own."""
@@ -22,8 +22,8 @@ import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from shared import embedded
-from shared.embedded import EmbeddedError, LocalServers, answers, local_url, needs_local
+from cli import embedded
+from cli.embedded import EmbeddedError, LocalServers, answers, local_url, needs_local
 from tests.conftest import ROOT
 
 BACKSCOPE = str(Path(sys.executable).with_name("backscope"))
@@ -149,7 +149,7 @@ def test_a_user_killed_without_leaving_does_not_keep_them_running(data_dir: Path
         [
             sys.executable,
             "-c",
-            "import os, sys; from pathlib import Path; from shared.embedded import LocalServers;"
+            "import os, sys; from pathlib import Path; from cli.embedded import LocalServers;"
             "LocalServers(Path(sys.argv[1])).acquire(); os.kill(os.getpid(), 9)",
             str(data_dir),
         ],

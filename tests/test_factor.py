@@ -1,4 +1,4 @@
-"""Tests for shared.factorize (no database, redis or network needed)."""
+"""Tests for shared.factors.factorize (no database, redis or network needed)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sympy import isprime, nextprime
 
-from shared import factorize as factor
-from shared.factorize import NO_FAC, factorize, find_gp, format_factors
+from shared.factors import factorize as factor
+from shared.factors.factorize import NO_FAC, factorize, find_gp, format_factors
 
 GP = find_gp()
 NO_GP_REASON = "PARI/GP `gp` is not on PATH (Debian/Ubuntu package: pari-gp)"

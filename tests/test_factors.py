@@ -20,17 +20,17 @@ from sqlalchemy import func, select
 
 import api.jobs
 import api.routes
-from shared import factor_batches
 from shared.db import session_scope
-from shared.factor_batches import Limits, factor_term, factor_values
-from shared.factorize import NO_FAC
-from shared.lock import list_locks, lock_key, read_lock, release_value
+from shared.factors import batches
+from shared.factors.batches import Limits, factor_term, factor_values
+from shared.factors.factorize import NO_FAC
 from shared.models import Factorization, Sequence, SequenceValues
-from shared.parsing import BFile
-from shared.queue import app as celery
+from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store import clear_all, forget, store_factors, store_values
-from shared.work import FACTORS_QUEUE, factors_work
+from shared.store.store import clear_all, forget, store_factors, store_values
+from shared.work.lock import list_locks, lock_key, read_lock, release_value
+from shared.work.queue import app as celery
+from shared.work.units import FACTORS_QUEUE, factors_work
 from tests.conftest import WorkerProcess
 from tests.helpers import get_until_200, get_until_complete, wait_until
 
@@ -137,7 +137,7 @@ def test_body_factors_only_missing_terms_in_batches(stored_naturals) -> None:
 
 
 def test_body_reads_the_terms_a_page_at_a_time(stored_naturals, monkeypatch) -> None:
-    monkeypatch.setattr(factor_batches, "PAGE_TERMS", 7)  # pages end at 7, 14, ... 98, 100
+    monkeypatch.setattr(batches, "PAGE_TERMS", 7)  # pages end at 7, 14, ... 98, 100
     assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"  # in page 2
     assert list(rows("A000027")) == list(range(1, 11))
     assert factor_values("A000027", 0, token=101, limits=LIMITS) == "stored"
@@ -388,7 +388,7 @@ def test_downloads_schedule_factoring_and_values_requests_fill_gaps(client, fact
         session.execute(SequenceValues.__table__.update().values(factored_through=39))
 
     def requested_and_factored() -> bool:
-        # (The API hears of the deletion a moment after it commits: shared/readcache.py.)
+        # (The API hears of the deletion a moment after it commits: api/readcache.py.)
         assert client.get("/api/get_oeis_values/A153080/50").status_code == 200
         return len(rows("A153080")) == 50
 

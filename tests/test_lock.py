@@ -9,7 +9,8 @@ import time
 import pytest
 from redis.exceptions import LockNotOwnedError
 
-from shared.lock import (
+from shared.redis_db import get_redis
+from shared.work.lock import (
     FENCE_KEY,
     WorkLock,
     current_fence,
@@ -18,7 +19,6 @@ from shared.lock import (
     read_lock,
     stale_reason,
 )
-from shared.redis_db import get_redis
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.redis
@@ -147,7 +147,7 @@ def test_owner_must_be_a_task_id(redis) -> None:
     ],
 )
 def test_stale_reason(ttl, owner, state, host, reason) -> None:
-    from shared.lock import LockInfo
+    from shared.work.lock import LockInfo
 
     info = LockInfo("k", owner, 1, time.time(), ttl, b"")
     assert stale_reason(info, state, host, {"gone@host"}) == reason

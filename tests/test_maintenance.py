@@ -1,4 +1,4 @@
-"""Maintenance operations (shared/cache_admin.py) and their Celery tasks, against real
+"""Maintenance operations (shared/admin/cache.py) and their Celery tasks, against real
 PostgreSQL, Redis and a worker. The command line is tested in tests/test_cli.py."""
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from cli.commands import main
-from shared import cache_admin, database_admin, queue_admin
-from shared.cache_admin import MaintenanceError, NotConfirmed, parse_targets
+from shared.admin import cache as cache_admin
+from shared.admin import database as database_admin
+from shared.admin import queue as queue_admin
+from shared.admin.cache import MaintenanceError, NotConfirmed, parse_targets
 from shared.db import session_scope
-from shared.lock import WorkLock, list_locks, lock_key
 from shared.models import Base, SearchResult, Sequence, SequenceValues
-from shared.parsing import BFile
-from shared.queue import app
+from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store import store_values
-from shared.work import values_work
+from shared.store.store import store_values
+from shared.work.lock import WorkLock, list_locks, lock_key
+from shared.work.queue import app
+from shared.work.units import values_work
 from tests.helpers import busy_locks, execute, stored_ids, table_rows, wait_until
 from worker.tasks import maintenance as maintenance_tasks
 
@@ -195,7 +197,7 @@ def test_forget_removes_exactly_the_named_sequences(client, fake_oeis, settings)
     assert [key for key in left if key.endswith(("A000045", "A000142"))] == []
     assert lock_key("values", "A000040") in cache_admin.release_target(locks, "A000040")
 
-    # Asked again (once the API has heard of the change: shared/readcache.py), it downloads.
+    # Asked again (once the API has heard of the change: api/readcache.py), it downloads.
     wait_until(
         lambda: (
             client.get("/api/get_oeis_name_and_values/A000045").status_code == 200

@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from shared import database_admin
+from shared.admin import database as database_admin
 from tests.helpers import table_rows, wait_until
 
 

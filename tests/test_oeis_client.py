@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from celery.result import AsyncResult
 
-from shared import queue
-from shared.cache_admin import release_target
+from shared.admin.cache import release_target
 from shared.errors import NotFound, UpstreamBadData, UpstreamUnavailable
-from shared.oeis import OEISClient, retry_after_seconds
-from shared.oeisdata import LocalOEIS
-from shared.queue import BACKGROUND
-from shared.queue import app as celery
-from shared.ratelimit import RateLimiter
+from shared.oeis.client import OEISClient, retry_after_seconds
+from shared.oeis.local import LocalOEIS
+from shared.oeis.ratelimit import RateLimiter
 from shared.redis_db import get_redis
-from shared.work import values_work
+from shared.work import queue
+from shared.work.queue import BACKGROUND
+from shared.work.queue import app as celery
+from shared.work.units import values_work
 from tests.helpers import json_events, wait_until
 from worker.tasks.locked import retry_countdown
 
@@ -138,7 +138,7 @@ def test_two_workers_share_one_rate(app, fake_oeis, workers) -> None:
     start = time.time()
     with app.app_context():
         # Work these tests wait for themselves is queued at BACKGROUND: no request marks it as
-        # waited for, and interactive work nobody waits for is re-queued (shared/waiting.py).
+        # waited for, and interactive work nobody waits for is re-queued (shared/work/waiting.py).
         tasks = [queue.start(values_work(seq_id), BACKGROUND) for seq_id in ids]
     for task in tasks:
         assert AsyncResult(task, app=celery).get(timeout=120)["outcome"] == "stored"
@@ -213,7 +213,7 @@ SEQ_LINES = {
 
 def identification(entry: dict) -> str:
     """The %I line's text: old ids, then the revision and its time in US Eastern (as
-    standard time, UTC-5: how shared/oeisdata.py reads it)."""
+    standard time, UTC-5: how shared/oeis/local.py reads it)."""
     when = datetime.fromisoformat(entry["time"]).astimezone(timezone(timedelta(hours=-5)))
     old_ids = f"{entry['id']} " if entry.get("id") else ""
     return f"{old_ids}#{entry['revision']} {when:%b %d %Y %H:%M:%S}"

@@ -29,11 +29,11 @@ import api.clients
 import api.jobs
 import api.routes
 from api.clients import client_address
+from shared.admin.queue import drop_queued_work, enqueue, queue_lengths
 from shared.db import session_scope
-from shared.queue import start
-from shared.queue_admin import drop_queued_work, enqueue, queue_lengths
-from shared.store import search_key
-from shared.work import DOWNLOADS_QUEUE, values_work
+from shared.store.store import search_key
+from shared.work.queue import start
+from shared.work.units import DOWNLOADS_QUEUE, values_work
 from tests.conftest import ROOT
 from tests.helpers import wait_until
 

@@ -15,8 +15,8 @@ import json
 import pytest
 
 import api.jobs
-from shared.factorize import NO_FAC
-from shared.store import NO_FAC as STORE_NO_FAC
+from shared.factors.factorize import NO_FAC
+from shared.store.store import NO_FAC as STORE_NO_FAC
 from tests.helpers import get_until_200
 
 FAR = "A241292"

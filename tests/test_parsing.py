@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import UpstreamBadData
 from shared.ids import InvalidId, normalize_id
-from shared.parsing import canonical_value, parse_bfile, parse_entries, parse_entry
+from shared.oeis.parsing import canonical_value, parse_bfile, parse_entries, parse_entry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oeis"
 

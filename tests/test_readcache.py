@@ -1,4 +1,4 @@
-"""The API's in-memory cache of hot-path lookups (shared/readcache.py), against the real
+"""The API's in-memory cache of hot-path lookups (api/readcache.py), against the real
 database: kept until PostgreSQL reports a change, never used while it cannot listen."""
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from shared import database_admin
+from api.readcache import Listener, ReadCache
+from shared.admin import database as database_admin
 from shared.db import listen_connection, session_scope
-from shared.lock import current_fence
-from shared.parsing import BFile, Entry
-from shared.readcache import Listener, ReadCache
+from shared.oeis.parsing import BFile, Entry
 from shared.redis_db import get_redis
-from shared.store import (
+from shared.store.store import (
     Cached,
     clear_all,
     forget,
@@ -28,6 +27,7 @@ from shared.store import (
     store_metadata,
     store_values,
 )
+from shared.work.lock import current_fence
 from tests.helpers import wait_until
 
 

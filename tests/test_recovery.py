@@ -18,15 +18,16 @@ import time
 import pytest
 
 import api.jobs
-from shared import queue, queue_admin
+from shared.admin import queue as queue_admin
 from shared.db import session_scope
 from shared.errors import UpstreamBadData
-from shared.lock import WorkLock, lock_key, read_lock
 from shared.models import SequenceValues
-from shared.queue import BACKGROUND
-from shared.queue import app as celery
 from shared.redis_db import get_redis
-from shared.work import values_work
+from shared.work import queue
+from shared.work.lock import WorkLock, lock_key, read_lock
+from shared.work.queue import BACKGROUND
+from shared.work.queue import app as celery
+from shared.work.units import values_work
 from tests.conftest import ROOT
 from tests.helpers import get_until_200, json_events, ping, wait_until
 
@@ -194,7 +195,7 @@ def test_purges_remove_exactly_the_stale_locks(
     dead.process.wait(10)
     # 4. A live task's lock (running on `live`).
     # Work these tests wait for themselves is queued at BACKGROUND: no request marks it as
-    # waited for, and interactive work nobody waits for is re-queued (shared/waiting.py).
+    # waited for, and interactive work nobody waits for is re-queued (shared/work/waiting.py).
     task_id = queue.start(values_work("A000040"), BACKGROUND)
     wait_until(lambda: fake_oeis.bfile_downloads("A000040") == 1, 60, "the live download")
 

@@ -23,15 +23,13 @@ import pytest
 from sqlalchemy import select, text
 
 import api.jobs
-from shared import cache_admin
+from shared.admin import cache as cache_admin
+from shared.admin.queue import drop_queued_work
 from shared.db import session_scope
-from shared.lock import current_fence
 from shared.models import Factorization, Sequence, SequenceValues
-from shared.parsing import BFile, Entry
-from shared.queue import app as celery
-from shared.queue_admin import drop_queued_work
+from shared.oeis.parsing import BFile, Entry
 from shared.redis_db import get_redis
-from shared.store import (
+from shared.store.store import (
     REVISION_MARGIN,
     RefreshBacklog,
     RefreshState,
@@ -43,6 +41,8 @@ from shared.store import (
     store_refresh_failure,
     store_values,
 )
+from shared.work.lock import current_fence
+from shared.work.queue import app as celery
 from tests.conftest import ROOT
 from tests.helpers import get_until_200, get_until_complete, wait_until
 
@@ -78,7 +78,7 @@ def factor_tokens(seq_id: str) -> dict[int, int]:
 def served(client) -> dict[str, Any]:
     """What the API answers for SEQ. Right after a refresh stored, that is the new data
     as soon as the database's change notification reaches this process (a moment
-    later: see shared/readcache.py)."""
+    later: see api/readcache.py)."""
     response = client.get(PATH)
     assert response.status_code == 200
     return response.get_json()

@@ -14,10 +14,10 @@ import api.responses
 import api.routes
 from api.documents import DocumentCache
 from shared.db import session_scope
-from shared.lock import current_fence
-from shared.parsing import BFile
+from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store import forget, store_factors, store_values
+from shared.store.store import forget, store_factors, store_values
+from shared.work.lock import current_fence
 from tests.helpers import wait_until
 
 PATH = "/api/get_oeis_name_and_values/A000045"
@@ -89,7 +89,7 @@ def test_document_follows_the_data(client, fake_oeis) -> None:
         assert store_values(
             session, "A000045", BFile(0, terms), token=current_fence(get_redis("locks")) + 10**9
         )
-    # (API processes hear of a change a moment after it commits: shared/readcache.py.)
+    # (API processes hear of a change a moment after it commits: api/readcache.py.)
     wait_until(
         lambda: (
             client.get(PATH, headers={"If-None-Match": before.headers["ETag"]}).status_code == 200

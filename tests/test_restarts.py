@@ -20,12 +20,12 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from shared import database_admin
+from shared.admin import database as database_admin
 from shared.db import session_scope
-from shared.lock import FENCE_KEY, lock_key
 from shared.models import Factorization, SequenceValues
-from shared.parsing import BFile
-from shared.store import store_values
+from shared.oeis.parsing import BFile
+from shared.store.store import store_values
+from shared.work.lock import FENCE_KEY, lock_key
 from tests.fake_oeis import FakeOEIS
 from tests.helpers import wait_until
 from tests.services import (

@@ -1,5 +1,5 @@
-"""Searching as people type: the local index of the OEIS (shared/search.py, built by
-shared/indexer.py from the fake OEIS's bulk files or an oeisdata tree), and searches
+"""Searching as people type: the local index of the OEIS (shared/search/query.py, built by
+shared/search/indexer.py from the fake OEIS's bulk files or an oeisdata tree), and searches
 sent to the OEIS when there is no index (never a 202; superseded ones dropped)."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from sqlalchemy import func, select, text
 
 from api import jobs, routes
 from cli.commands import main
-from shared import indexer, search
 from shared.db import get_engine, session_scope
 from shared.errors import UpstreamBadData, UpstreamUnavailable
-from shared.oeis import OEISClient
+from shared.oeis.client import OEISClient
+from shared.search import indexer, query
 from tests.fake_oeis import BULK_HEADER, DEFAULT_FIXTURES, FakeOEIS
 from tests.helpers import busy_locks, wait_until
 
@@ -46,7 +46,7 @@ def build(settings, source: str | None = None, **options) -> indexer.BuildResult
 
 def find(term: str) -> list[str]:
     with get_engine().connect() as connection:
-        return [seq_id for seq_id, _ in search.find(connection, term)]
+        return [seq_id for seq_id, _ in query.find(connection, term)]
 
 
 def entries(fake: FakeOEIS) -> dict[int, dict]:
@@ -118,14 +118,14 @@ def write_bulk(folder: Path, names: list[str], stripped: list[str]) -> Path:
     ],
 )
 def test_each_form_of_search_term_is_understood(term: str, kind: str, detail: str) -> None:
-    query = search.parse(term)
-    assert query is not None and query.kind == kind
-    assert detail in (query.match, query.seq_id, query.pattern)
+    parsed = query.parse(term)
+    assert parsed is not None and parsed.kind == kind
+    assert detail in (parsed.match, parsed.seq_id, parsed.pattern)
 
 
 @pytest.mark.parametrize("term", ["", "   ", "...", "-", '""'])
 def test_a_term_with_nothing_to_search_for_finds_nothing(term: str) -> None:
-    assert search.parse(term) is None
+    assert query.parse(term) is None
 
 
 # ------------------------------------------------------------------ semantics, ranking
@@ -138,7 +138,7 @@ def test_the_famous_sequence_comes_first(database, settings, oeisdata, source) -
     for term, expected in RANKING.items():
         found = find(term)
         assert found[0] == expected, (term, found)
-        assert len(found) <= search.RESULTS
+        assert len(found) <= query.RESULTS
 
 
 def test_search_forms_people_type(database, settings) -> None:
@@ -301,7 +301,7 @@ def test_backscope_index_and_status(database, fake_oeis) -> None:
 
 
 def test_beat_task_builds_when_the_index_is_old(database, worker) -> None:
-    from shared.queue import app as celery
+    from shared.work.queue import app as celery
 
     def run(**kwargs) -> str:
         task = celery.send_task("backscope.maintenance.update_index", kwargs=kwargs)

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from shared.db import session_scope
 from shared.models import Sequence, SequenceValues
-from shared.parsing import BFile, Entry
-from shared.store import clear_all, forget, read_cached, store_metadata, store_values
+from shared.oeis.parsing import BFile, Entry
+from shared.store.store import clear_all, forget, read_cached, store_metadata, store_values
 
 
 @pytest.fixture

@@ -17,14 +17,15 @@ from sqlalchemy import text
 import api.clients
 import api.jobs
 import api.routes
+from api import budget
 from api.clients import budget_client
-from shared import client_budget, waiting
 from shared.db import session_scope
-from shared.lock import read_lock
-from shared.queue import INTERACTIVE, start
-from shared.queue import app as celery
 from shared.redis_db import get_redis
-from shared.work import values_work
+from shared.work import waiting
+from shared.work.lock import read_lock
+from shared.work.queue import INTERACTIVE, start
+from shared.work.queue import app as celery
+from shared.work.units import values_work
 from tests.helpers import wait_until
 
 
@@ -97,7 +98,7 @@ def test_a_burst_starts_exactly_the_budget(client, fake_oeis, tuned) -> None:
         statuses = list(pool.map(ask, ids))
     fake_oeis.hang = False
     assert statuses.count(429) == 52, statuses
-    assert len(get_redis("locks").zrange(client_budget.KEY_PREFIX + "127.0.1.9", 0, -1)) == 12
+    assert len(get_redis("locks").zrange(budget.KEY_PREFIX + "127.0.1.9", 0, -1)) == 12
 
 
 def test_identical_requests_arriving_together_share_one_unit(client, fake_oeis, tuned) -> None:
@@ -144,7 +145,7 @@ def test_a_queue_wait_longer_than_the_lock_ttl_starts_one_download(
     lane = workers("lane", concurrency=1)
     lane.signal(signal.SIGSTOP)  # busy elsewhere, for longer than a TTL
     threading.Timer(settings.lock_ttl + 3.0, lane.signal, (signal.SIGCONT,)).start()
-    with caplog.at_level(logging.INFO, logger="shared.queue"):
+    with caplog.at_level(logging.INFO, logger="shared.work.queue"):
         waited = client.get("/api/get_oeis_values/A910701/3")
     assert waited.status_code == 200
     started = [

@@ -1,6 +1,6 @@
 """The worker's entry point: `celery -A worker.app worker|beat`.
 
-The app itself is shared/queue.py's; this adds the task modules and what only a worker
+The app itself is shared/work/queue.py's; this adds the task modules and what only a worker
 process needs: JSON logs with the task id, a database connection of its own per forked
 pool process, and the task counts of /metrics (shared/metrics.py, imported before the
 pool forks so that every pool process counts into BACKSCOPE_METRICS_DIR).
@@ -25,7 +25,7 @@ from shared import metrics
 from shared.config import get_settings
 from shared.db import WORKER_POOL, use_pool
 from shared.logs import configure_logging
-from shared.queue import app
+from shared.work.queue import app
 
 __all__ = ["app"]
 
@@ -47,7 +47,7 @@ app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
 
 class _TaskContext(logging.Filter):
     """Put the running task's id and name, and the id of the HTTP request it works for
-    (shared/queue.py sends it as a header), on every log record."""
+    (shared/work/queue.py sends it as a header), on every log record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         task = current_task

@@ -17,7 +17,7 @@ A channel whose transport has been detached now fails with a Redis ConnectionErr
 instead, like any channel on a lost connection: the consumer ignores it while closing
 and reconnects, and a late acknowledgement is logged as not delivered ("Couldn't ack").
 If Redis kept its data, such a message is delivered again after the visibility timeout
-(shared/queue.py); the tasks are idempotent and fenced (worker/tasks/locked.py), so
+(shared/work/queue.py); the tasks are idempotent and fenced (worker/tasks/locked.py), so
 running one again stores nothing new. If Redis restarted empty, the message is gone.
 """
 

@@ -3,7 +3,7 @@
 Every change to a sequence's cached rows sends NOTIFY backscope_changes with the
 sequence id as payload ('*' when a table is truncated), so API processes can keep their
 hot-path answers in memory and drop them the moment the data changes
-(shared/readcache.py). PostgreSQL delivers them at commit, once per distinct payload.
+(api/readcache.py). PostgreSQL delivers them at commit, once per distinct payload.
 
 Revision ID: 0004
 Revises: 0003

@@ -2,7 +2,7 @@
 
 A local index of every OEIS entry (names, first terms; with an oeisdata checkout also
 keywords, xrefs, author), so that searching and naming a sequence need no OEIS
-request: `search_entries`, built by `backscope index` (shared/indexer.py), and
+request: `search_entries`, built by `backscope index` (shared/search/indexer.py), and
 `search_index`, one row saying what the last completed build holds. GIN indexes serve
 word and prefix matches of names (tsvector), runs of terms (the distinct terms) and
 the entries that cite a given one.

@@ -1,4 +1,4 @@
-"""Download tasks: each one locks its unit of work and calls shared.ingest."""
+"""Download tasks: each one locks its unit of work and calls shared.store.ingest."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from functools import cache
 
 from celery import Task
 
-from shared import ingest, search_interest
 from shared.config import get_settings
-from shared.oeis import OEISClient
-from shared.oeisdata import LocalOEIS
-from shared.queue import app, schedule
-from shared.ratelimit import RateLimiter
+from shared.oeis.client import OEISClient
+from shared.oeis.local import LocalOEIS
+from shared.oeis.ratelimit import RateLimiter
 from shared.redis_db import get_redis
-from shared.work import backrefs_work, factors_work, metadata_work, search_work, values_work
+from shared.search import interest
+from shared.store import ingest
+from shared.work.queue import app, schedule
+from shared.work.units import backrefs_work, factors_work, metadata_work, search_work, values_work
 from worker.tasks.locked import run_locked
 
 
@@ -75,7 +76,7 @@ def run_search(self: Task, term: str) -> dict[str, str]:
     """Search the OEIS, unless everyone who asked has searched for something newer."""
 
     def wanted() -> bool:
-        return search_interest.wanted(get_redis("locks"), term)
+        return interest.wanted(get_redis("locks"), term)
 
     return run_locked(
         self,

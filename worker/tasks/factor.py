@@ -1,13 +1,13 @@
 """The factor task: factor a stored sequence's terms, on its own queue.
 
-It runs on the `factors` queue (shared/queue.py routes it there), served by its own
+It runs on the `factors` queue (shared/work/queue.py routes it there), served by its own
 workers (`make factor-worker`, or the `factors` program of supervisord.conf), so CPU-bound
 factoring never delays a download. It runs at a lower CPU priority
 (BACKSCOPE_FACTOR_NICE), so on a small machine it also yields to the API and PostgreSQL.
 Niceness only orders processes within one cgroup: where the factor worker has one of its
 own (a systemd unit, a container), the cgroup's weight does that (deploy/,
 docker-compose.yml).
-It locks its unit of work like the downloads do and calls shared.factor_batches.
+It locks its unit of work like the downloads do and calls shared.factors.batches.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import os
 
 from celery import Task
 
-from shared import factor_batches
 from shared.config import get_settings
-from shared.queue import app, schedule
-from shared.work import factors_work
+from shared.factors import batches
+from shared.work.queue import app, schedule
+from shared.work.units import factors_work
 from worker.tasks.locked import run_locked
 
 
@@ -28,10 +28,10 @@ def factor_values(self: Task, seq_id: str, count: int = 0) -> dict[str, str]:
     """Factor the first `count` terms (all when 0) of `seq_id` not factored yet."""
     settings = get_settings()
     _lower_priority(settings.factor_nice)
-    limits = factor_batches.Limits(settings.factor_budget, settings.factor_max_bits)
+    limits = batches.Limits(settings.factor_budget, settings.factor_max_bits)
     work = factors_work(seq_id, count)
     result = run_locked(
-        self, work, lambda token: factor_batches.factor_values(seq_id, count, token, limits)
+        self, work, lambda token: batches.factor_values(seq_id, count, token, limits)
     )
     if result["outcome"] == "partial":
         # Out of time for this slice: the rest goes to the back of the queue, so other

@@ -3,18 +3,18 @@
 Beat sends it every BACKSCOPE_INDEX_INTERVAL seconds, and once when beat starts (a new
 deployment gets its index at once); it builds only when the index is older than that,
 so the start-up run costs nothing on a stack whose index is current. The build itself
-is shared/indexer.py, under a work lock, with the polite retries of every download.
+is shared/search/indexer.py, under a work lock, with the polite retries of every download.
 """
 
 from __future__ import annotations
 
 from celery import Task
 
-from shared import indexer
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.queue import app
-from shared.work import index_work
+from shared.search import indexer
+from shared.work.queue import app
+from shared.work.units import index_work
 from worker.tasks.download import oeis_client
 from worker.tasks.locked import run_locked
 

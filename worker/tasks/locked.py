@@ -10,15 +10,15 @@ from collections.abc import Callable
 from celery import Task
 from redis.exceptions import LockError
 
-from shared import waiting
 from shared.config import get_settings
 from shared.db import UNREACHABLE
 from shared.errors import UpstreamBadData, UpstreamUnavailable
-from shared.lock import WorkLock
 from shared.logs import log_context
-from shared.queue import BACKGROUND, MAX_RETRY_COUNTDOWN, VISIBILITY_TIMEOUT, requeue
 from shared.redis_db import get_redis
-from shared.work import Work
+from shared.work import waiting
+from shared.work.lock import WorkLock
+from shared.work.queue import BACKGROUND, MAX_RETRY_COUNTDOWN, VISIBILITY_TIMEOUT, requeue
+from shared.work.units import Work
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _count_delivery(task: Task) -> None:
 
 def _nobody_waits(task: Task) -> bool:
     """Whether this is work queued for someone waiting (an interactive priority, first
-    attempt, first delivery) whom nobody waits for any more (shared/waiting.py)."""
+    attempt, first delivery) whom nobody waits for any more (shared/work/waiting.py)."""
     delivery = task.request.delivery_info or {}
     priority = delivery.get("priority")
     if priority is None or priority >= BACKGROUND or task.request.retries:

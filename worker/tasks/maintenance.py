@@ -1,4 +1,4 @@
-"""The backscope.maintenance.* tasks: the operations of shared/cache_admin.py on a worker.
+"""The backscope.maintenance.* tasks: the operations of shared/admin/cache.py on a worker.
 
 They run on the maintenance queue, so an operator (or beat) can run them on a
 worker: `celery -A worker.app call backscope.maintenance.forget --args='[["A000045"]]'`.
@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from shared import cache_admin
+from shared.admin import cache as cache_admin
+from shared.admin.queue import drop_queued_work, enqueue
 from shared.config import get_settings
-from shared.lock import list_locks
-from shared.queue import app
-from shared.queue_admin import drop_queued_work, enqueue
 from shared.redis_db import get_redis
-from shared.work import values_work
+from shared.work.lock import list_locks
+from shared.work.queue import app
+from shared.work.units import values_work
 
 # acks_late=False: a destructive operation redelivered after a crash could undo work
 # done since; the operator reruns it instead.
@@ -24,7 +24,7 @@ from shared.work import values_work
 
 @app.task(name="backscope.maintenance.clear_db", acks_late=False)
 def clear_db(confirm: str | None = None) -> dict[str, Any]:
-    """Delete all cached data, keep the schema (see shared.cache_admin.clear)."""
+    """Delete all cached data, keep the schema (see shared.admin.cache.clear)."""
     settings = get_settings()
     cache_admin.require_confirmation(settings, confirm)
     cleared = cache_admin.clear(settings.database_url, get_redis("locks"), drop_queued_work)

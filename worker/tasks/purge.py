@@ -6,11 +6,11 @@ import logging
 
 from redis import Redis
 
+from shared.admin.queue import live_workers, owner_state
 from shared.config import get_settings
-from shared.lock import list_locks, release_value, stale_reason
-from shared.queue import app
-from shared.queue_admin import live_workers, owner_state
 from shared.redis_db import get_redis
+from shared.work.lock import list_locks, release_value, stale_reason
+from shared.work.queue import app
 
 log = logging.getLogger(__name__)
 

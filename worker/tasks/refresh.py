@@ -12,12 +12,12 @@ import logging
 
 from celery import Task
 
-from shared import ingest
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.queue import BULK, app, schedule, start
-from shared.store import refresh_candidates
-from shared.work import factors_work, refresh_work
+from shared.store import ingest
+from shared.store.store import refresh_candidates
+from shared.work.queue import BULK, app, schedule, start
+from shared.work.units import factors_work, refresh_work
 from worker.tasks.download import live_source, oeis_client
 from worker.tasks.locked import run_locked
 

@@ -5,7 +5,7 @@ wait); the mark lapses a few seconds after the last request stops waiting (answe
 202, timed out, gone). A worker about to start work that was queued for someone
 waiting (an interactive priority), finds no mark and sees that the work was queued
 more than GRACE seconds ago, re-queues it behind everything people wait for, under a
-new task id (shared/queue.py: requeue; worker/tasks/locked.py). It is still done,
+new task id (shared/work/queue.py: requeue; worker/tasks/locked.py). It is still done,
 later. A request that joins such deferred work again claims it back: the work is sent
 once more at its old priority (api/jobs.py).
 """

@@ -26,12 +26,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.db import session_scope
-from shared.index_sources import BULK_FILES, Candidate, IndexRow, bulk_entries, seq_files
+from shared.db import CHANGES_CHANNEL, EVERYTHING, session_scope
 from shared.models import SearchIndex
-from shared.oeis import OEISClient
-from shared.readcache import CHANNEL, EVERYTHING
-from shared.store import refresh_document
+from shared.oeis.client import OEISClient
+from shared.search.sources import BULK_FILES, Candidate, IndexRow, bulk_entries, seq_files
+from shared.store.store import refresh_document
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +369,7 @@ def build(
             for key, value in values.items():
                 setattr(state, key, value)
         if changed_ids or not same_source:
-            session.execute(select(func.pg_notify(CHANNEL, EVERYTHING)))
+            session.execute(select(func.pg_notify(CHANGES_CHANNEL, EVERYTHING)))
     log.info("index.built", extra=result.__dict__)
     return result
 
@@ -380,7 +379,7 @@ def remove(session: Session) -> int:
     session.execute(select(func.pg_advisory_xact_lock(_BUILD_GUARD)))
     removed = session.execute(text("DELETE FROM search_entries")).rowcount
     session.execute(text("DELETE FROM search_index"))
-    session.execute(select(func.pg_notify(CHANNEL, EVERYTHING)))
+    session.execute(select(func.pg_notify(CHANGES_CHANNEL, EVERYTHING)))
     return removed
 
 

@@ -2,7 +2,7 @@
 and starting a unit of work through its lock.
 
 The API imports this module and never the worker package: tasks are sent by name
-(shared/work.py). Workers run `celery -A worker.app`, which adds the task modules and
+(shared/work/units.py). Workers run `celery -A worker.app`, which adds the task modules and
 the worker-only signal handlers to this same app.
 
 Lock-and-enqueue: whoever takes the work lock sends the task (in the task's name, so
@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 import uuid
+from typing import Any
 
 from celery import Celery, current_task
 from celery.result import AsyncResult
@@ -24,10 +25,12 @@ from kombu import Queue
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from shared import waiting
 from shared.config import ConfigError, get_settings
 from shared.errors import UpstreamUnavailable
-from shared.lock import (
+from shared.logs import log_field
+from shared.redis_db import get_redis
+from shared.work import waiting
+from shared.work.lock import (
     FINISHED_STATES,
     WorkLock,
     hand_over,
@@ -35,9 +38,7 @@ from shared.lock import (
     read_lock,
     release_value,
 )
-from shared.logs import log_field
-from shared.redis_db import get_redis
-from shared.work import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
+from shared.work.units import DOWNLOADS_QUEUE, FACTORS_QUEUE, MAINTENANCE_QUEUE, Work
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ except ConfigError as exc:
 HARD_LIMIT = 900
 SOFT_LIMIT = 840
 # The longest a task waits before a retry: the OEIS may ask for up to an hour
-# (Retry-After is capped at 3600 s in shared/oeis.py).
+# (Retry-After is capped at 3600 s in shared/oeis/client.py).
 MAX_RETRY_COUNTDOWN = 3600
 VISIBILITY_TIMEOUT = 2 * (HARD_LIMIT + MAX_RETRY_COUNTDOWN)
 # Taking a lock and enqueueing: give up after this many rounds of the lock changing hands.
@@ -147,7 +148,7 @@ def _send(work: Work, task_id: str, priority: int) -> None:
     # The request id travels as a message header; the worker logs it with every
     # record of the task (worker/app.py), so one request can be followed into it. When
     # it was sent tells the worker whether its requester may still be on the way to
-    # waiting for it (shared/waiting.py).
+    # waiting for it (shared/work/waiting.py).
     headers: dict[str, object] = {"sent_at": time.time()}
     if request_id := _request_id():
         headers["request_id"] = request_id
@@ -158,7 +159,7 @@ def requeue(work: Work, task_id: str, priority: int, deferred: bool = False) -> 
     """Send `work` again under a new task id with `priority`, handing it `task_id`'s
     lock (the same fencing token): when the old message comes up, its task finds the
     lock another's and steps aside. `deferred` marks the new task as work nobody
-    waits for (shared/waiting.py), before it can be taken. The new task id; None if the
+    waits for (shared/work/waiting.py), before it can be taken. The new task id; None if the
     lock is no longer `task_id`'s (nothing is sent)."""
     client = get_redis("locks")
     key = lock_key(work.kind, work.subject)
@@ -242,3 +243,23 @@ def schedule(work: Work) -> str | None:
     except UpstreamUnavailable as exc:
         log.warning("work.not_scheduled", extra={**work.log_fields(), "error": str(exc)})
         return None
+
+
+# Result keys read per round trip when watching many tasks.
+STATE_BATCH = 500
+
+
+def task_states(task_ids: list[str]) -> dict[str, tuple[str, Any]]:
+    """Each task's state and result, reading the result backend in batches.
+
+    One MGET per batch instead of one GET per task: prefetch watches up to 10,000.
+    """
+    backend = app.backend
+    states: dict[str, tuple[str, Any]] = {}
+    for first in range(0, len(task_ids), STATE_BATCH):
+        batch = task_ids[first : first + STATE_BATCH]
+        raw = backend.mget([backend.get_key_for_task(task_id) for task_id in batch])
+        for task_id, payload in zip(batch, raw, strict=True):
+            meta = backend.decode_result(payload) if payload else None
+            states[task_id] = (meta["status"], meta["result"]) if meta else ("PENDING", None)
+    return states

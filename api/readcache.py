@@ -32,8 +32,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-CHANNEL = "backscope_changes"
-EVERYTHING = "*"
+from shared.db import CHANGES_CHANNEL, EVERYTHING
+
 # The triggers that send the notifications (alembic migration 0004).
 TRIGGERS = ("sequences_changed", "sequence_values_changed", "factorizations_changed")
 # Idle this long, the listening connection is checked with a query (a dead one raises).
@@ -123,7 +123,7 @@ class Listener:
             else:
                 try:
                     with connection.cursor() as cursor:
-                        cursor.execute(f"LISTEN {CHANNEL}")
+                        cursor.execute(f"LISTEN {CHANGES_CHANNEL}")
                     _check_triggers(connection)
                     self._set_live(True)
                     log.info("readcache.listening")

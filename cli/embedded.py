@@ -78,7 +78,7 @@ INITDB_OPTIONS = (
 # Who may connect: whoever knows the password, over TCP from 127.0.0.1 (the server has no
 # Unix socket). initdb's other lines (trust, or reject) are gone after the first start.
 PG_HBA = """\
-# Written by Backscope before every start (shared/embedded.py): changes do not last.
+# Written by Backscope before every start (cli/embedded.py): changes do not last.
 host all all 127.0.0.1/32 scram-sha-256
 """
 # Nothing is saved to disk: Redis holds queues, locks and rate limits, all rebuilt as needed.

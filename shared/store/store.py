@@ -30,7 +30,7 @@ from shared.models import (
     Sequence,
     SequenceValues,
 )
-from shared.parsing import BFile, Entry
+from shared.oeis.parsing import BFile, Entry
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Cached:
 
 # One round trip that never reads the terms or the document (slicing a large array
 # means decompressing all of it; a TOASTed value's length is in its pointer). The name
-# is the loaded metadata's, else the search index's (shared/indexer.py).
+# is the loaded metadata's, else the search index's (shared/search/indexer.py).
 PREPARED["backscope_cached"] = (
     "(text)",
     """
@@ -168,7 +168,7 @@ class Factors:
         return None not in self.factors.values()
 
 
-# shared/factorize.py's NO_FAC (not imported from there: that module loads sympy, which
+# shared/factors/factorize.py's NO_FAC (not imported from there: that module loads sympy, which
 # the API does without; a test checks they agree).
 NO_FAC = "no_fac"
 # log2(10): a term of d digits (no leading zeros) is at least 10^(d-1) = 2^((d-1) log2 10).
@@ -320,7 +320,7 @@ def _copy_terms(session: Session, terms: list[str]) -> None:
         cursor.copy_expert("COPY incoming_terms (position, term) FROM STDIN", _TermRows(terms))
 
 
-# Terms are validated decimal strings (shared/parsing.py): safe in COPY's text format.
+# Terms are validated decimal strings (shared/oeis/parsing.py): safe in COPY's text format.
 _UPSERT_VALUES = text(
     """
     INSERT INTO sequence_values AS v (id, first_index, terms, term_count, document, etag, token)
@@ -344,7 +344,7 @@ def placeholder_name(seq_id: str) -> str:
 # Builds the get_oeis_name_and_values answer inside PostgreSQL, so a worker never holds
 # a second copy of a large sequence in memory. The name is the loaded metadata's, else
 # the search index's, else a placeholder. Terms are validated decimal strings
-# (shared/parsing.py) and need no escaping; the name goes through to_json.
+# (shared/oeis/parsing.py) and need no escaping; the name goes through to_json.
 _DOCUMENT = text(
     """
     UPDATE sequence_values AS v SET document = doc.body, etag = md5(doc.body)

@@ -1,7 +1,7 @@
 """Factor a stored sequence's terms: the body of the factor task, with no Celery in sight.
 
 Incremental: only terms without a stored factorization are factored, up to the requested
-count. Each value gets its own time budget (shared/factorize.py), so one hard number costs
+count. Each value gets its own time budget (shared/factors/factorize.py), so one hard number costs
 at most about the budget and never blocks the rest. Results are stored in batches, each
 its own short fenced transaction, so progress survives a crash and a long sequence never
 holds one huge transaction open.
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 
 from shared.db import session_scope
-from shared.factorize import NO_FAC, factorize, find_gp
+from shared.factors.factorize import NO_FAC, factorize, find_gp
 from shared.models import SequenceValues
-from shared.store import store_factors
+from shared.store.store import store_factors
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What the search index is built from: the OEIS's two bulk files, or an oeisdata checkout.
 
 Each source yields one candidate per entry, cheap to compare with what the index holds
-(shared/indexer.py): a bulk entry's digest is that of its two lines; a `.seq` file
+(shared/search/indexer.py): a bulk entry's digest is that of its two lines; a `.seq` file
 first says its size and modification time (its stamp), and is read only when that
 changed. Every byte is hostile: a line or file that cannot be used is skipped with a
 log line, and the rest is indexed; a bulk file that is not whole gzip fails the build.
@@ -22,10 +22,10 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import IO
 
-from shared import search
 from shared.errors import UpstreamBadData
-from shared.oeisdata import MAX_ENTRY_BYTES, read_fields, seq_entry
-from shared.parsing import Entry, canonical_value, clean_text
+from shared.oeis.local import MAX_ENTRY_BYTES, read_fields, seq_entry
+from shared.oeis.parsing import Entry, canonical_value, clean_text
+from shared.search import query
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def make_row(
     if not name or len(name) > MAX_NAME:
         log.warning("index.bad_name", extra={"seq_id": seq_id, "length": len(name)})
         return None
-    head = search.words(search.headline(name))
+    head = query.words(query.headline(name))
     mentioned = set(_MENTION.findall(name))
     for line in entry.xrefs if entry else ():
         mentioned.update(_MENTION.findall(line))
@@ -109,11 +109,11 @@ def make_row(
     return IndexRow(
         id=seq_id,
         name=name,
-        words=search.tsvector(search.words(name)),
-        head=search.tsvector(head),
-        head_words=search.headline_size(head),
+        words=query.tsvector(query.words(name)),
+        head=query.tsvector(head),
+        head_words=query.headline_size(head),
         terms=terms,
-        term_pairs=search.pairs(terms.strip(",").split(",")) if terms else [],
+        term_pairs=query.pairs(terms.strip(",").split(",")) if terms else [],
         keywords=entry.keywords if entry else None,
         xrefs=entry.xrefs if entry else None,
         author=entry.author if entry else None,

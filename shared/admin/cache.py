@@ -24,11 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from shared import database_admin, store
+from shared.admin import database as database_admin
 from shared.config import Settings
 from shared.ids import InvalidId, format_id, id_number, normalize_id
-from shared.lock import LOCK_PREFIX, LockInfo, current_fence, list_locks, release_value
 from shared.models import Sequence, SequenceValues
+from shared.store import store
+from shared.work.lock import LOCK_PREFIX, LockInfo, current_fence, list_locks, release_value
 
 #: The most sequences one prefetch may ask for.
 MAX_PREFETCH = 10_000

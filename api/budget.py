@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from shared.lock import FINISHED_STATES
-from shared.queue_admin import task_states
+from shared.work.lock import FINISHED_STATES
+from shared.work.queue import task_states
 
 KEY_PREFIX = "backscope:client:"
 # A task not finished after this long (a retry waiting out a long Retry-After, a lost

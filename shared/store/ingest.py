@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from shared.db import session_scope
 from shared.errors import BackscopeError, NotFound, Superseded
 from shared.models import SearchEntry, Sequence, SequenceValues
-from shared.oeis import OEISClient
-from shared.parsing import Entry
-from shared.store import (
+from shared.oeis.client import OEISClient
+from shared.oeis.parsing import Entry
+from shared.store.store import (
     read_refresh_state,
     store_backrefs,
     store_metadata,
@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 class MetadataSource(Protocol):
     """Where names, xrefs and back-references come from: the OEIS web site
-    (shared.oeis.OEISClient) or a local oeisdata checkout (shared.oeisdata.LocalOEIS)."""
+    (shared.oeis.client.OEISClient) or a local oeisdata checkout (shared.oeis.local.LocalOEIS)."""
 
     def entry(self, seq_id: str) -> Entry: ...
 

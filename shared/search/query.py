@@ -18,7 +18,7 @@ whole-word matches before prefix matches, then entries whose headline (the name 
 its first ':', '(' ...) the words cover most closely, then the most cited (and `core`
 or `nice`), then shorter names, then lower A-numbers.
 
-Both sides use this module: the indexer (shared/indexer.py) to turn names into the
+Both sides use this module: the indexer (shared/search/indexer.py) to turn names into the
 same words that queries are turned into here.
 """
 
@@ -33,7 +33,7 @@ from sqlalchemy import Connection, text
 
 from shared.db import get_read_engine
 from shared.ids import format_id
-from shared.store import Document, json_document
+from shared.store.store import Document, json_document
 
 RESULTS = 10
 # Words that say little about an entry: not counted in the size of a headline.

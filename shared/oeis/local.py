@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from shared.errors import NotFound, UpstreamBadData
-from shared.parsing import Entry, clean_text, parse_offset
+from shared.oeis.parsing import Entry, clean_text, parse_offset
 
 log = logging.getLogger(__name__)
 

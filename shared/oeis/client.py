@@ -21,8 +21,15 @@ from urllib3.exceptions import ReadTimeoutError
 from shared import metrics
 from shared.config import Settings
 from shared.errors import NotFound, Superseded, UpstreamBadData, UpstreamUnavailable
-from shared.parsing import BFile, Entry, parse_bfile, parse_entries, parse_entry, search_results
-from shared.ratelimit import RateLimited, RateLimiter
+from shared.oeis.parsing import (
+    BFile,
+    Entry,
+    parse_bfile,
+    parse_entries,
+    parse_entry,
+    search_results,
+)
+from shared.oeis.ratelimit import RateLimited, RateLimiter
 
 log = logging.getLogger(__name__)
 

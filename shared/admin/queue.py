@@ -4,18 +4,14 @@ lock purge."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery.result import AsyncResult
 
-from shared.cache_admin import MaintenanceError
+from shared.admin.cache import MaintenanceError
 from shared.errors import UpstreamUnavailable
-from shared.queue import BULK, app, start
-from shared.work import MAINTENANCE_QUEUE, Work
+from shared.work.queue import BULK, app, start
+from shared.work.units import MAINTENANCE_QUEUE, Work
 
 PING_TIMEOUT = 1.0
-# Result keys read per round trip when watching many tasks.
-STATE_BATCH = 500
 
 
 def live_workers() -> set[str]:
@@ -62,29 +58,13 @@ def drop_queued_work() -> int:
 
 
 def enqueue(work: Work) -> str:
-    """The id of the task doing `work` (shared.queue.start), queued as bulk work so that
+    """The id of the task doing `work` (shared.work.queue.start), queued as bulk work so that
     it never delays an interactive request; MaintenanceError, in one line, when it
     cannot be queued."""
     try:
         return start(work, BULK)
     except UpstreamUnavailable as exc:
         raise MaintenanceError(f"could not queue {work.task}: {exc}") from exc
-
-
-def task_states(task_ids: list[str]) -> dict[str, tuple[str, Any]]:
-    """Each task's state and result, reading the result backend in batches.
-
-    One MGET per batch instead of one GET per task: prefetch watches up to 10,000.
-    """
-    backend = app.backend
-    states: dict[str, tuple[str, Any]] = {}
-    for first in range(0, len(task_ids), STATE_BATCH):
-        batch = task_ids[first : first + STATE_BATCH]
-        raw = backend.mget([backend.get_key_for_task(task_id) for task_id in batch])
-        for task_id, payload in zip(batch, raw, strict=True):
-            meta = backend.decode_result(payload) if payload else None
-            states[task_id] = (meta["status"], meta["result"]) if meta else ("PENDING", None)
-    return states
 
 
 def queue_lengths() -> dict[str, int]:
