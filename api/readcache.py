@@ -1,6 +1,6 @@
 """The API's hot-path lookups, kept in memory until PostgreSQL says the data changed.
 
-Looking up what is cached for a sequence (shared/store.py: read_cached) is one small
+Looking up what is cached for a sequence (shared/store/reads.py: read_cached) is one small
 query, yet it was half the cost of serving a cached sequence. Each API process keeps
 the answers in memory instead and drops one as soon as its sequence's rows change:
 every change sends NOTIFY backscope_changes with the sequence id (alembic migration

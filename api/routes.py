@@ -32,7 +32,7 @@ from shared.errors import NotFound, Superseded, UpstreamUnavailable
 from shared.ids import normalize_id
 from shared.redis_db import get_redis
 from shared.search import interest, query
-from shared.store.store import (
+from shared.store.reads import (
     Cached,
     Document,
     Factors,

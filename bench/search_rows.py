@@ -303,7 +303,7 @@ def term_mix(folder: Path, entries: int, seed: int = 1) -> list[tuple[str, str]]
     """TERMS different (kind, term) pairs, drawn deterministically from the synthetic
     names and terms: MIX says how many of each kind."""
     from shared.search.query import fold
-    from shared.store.store import search_key
+    from shared.store.reads import search_key
 
     rng = random.Random(f"backscope search mix {seed}")
     names: list[list[str]] = []  # the tokens of every 5th name, as written

@@ -35,7 +35,7 @@ from shared.admin import database as database_admin
 from shared.config import INDEX_SOURCES, ConfigError, Settings, get_settings, redacted
 from shared.errors import BackscopeError
 from shared.redis_db import get_redis
-from shared.store import store
+from shared.store.refresh import RefreshBacklog
 from shared.work.lock import FINISHED_STATES, list_locks
 from shared.work.units import Work, refresh_work, values_work
 
@@ -680,7 +680,7 @@ def _revision(db: cache_admin.DatabaseStatus) -> str:
     )
 
 
-def _refresh_backlog(backlog: store.RefreshBacklog, refresh_after: int) -> str:
+def _refresh_backlog(backlog: RefreshBacklog, refresh_after: int) -> str:
     older = _period(refresh_after)
     text = f"{backlog.unchecked} not checked for over {older} (BACKSCOPE_REFRESH_AFTER)"
     if backlog.failing:

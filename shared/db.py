@@ -37,7 +37,7 @@ POOL_TIMEOUT = 2.0
 
 
 # Statements every connection prepares once (name -> (argument types, SQL with $n
-# parameters)), so the API's hot path skips planning: shared/store.py registers them.
+# parameters)), so the API's hot path skips planning: shared/store/reads.py registers them.
 PREPARED: dict[str, tuple[str, str]] = {}
 
 

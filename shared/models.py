@@ -3,7 +3,7 @@
 Values live in their own table so that reading a sequence's name or metadata never
 drags thousands of (possibly thousand-digit) terms off the disk. Nothing here records
 work "in progress": that is what the Redis locks are for. The `*_token` columns hold
-the fencing token each piece of data was written under (see shared/store.py).
+the fencing token each piece of data was written under (see shared/store/writes.py).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Sequence(Base):
     refresh_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        # The refresh sweep's order (shared/store.py: refresh_candidates), so it reads
+        # The refresh sweep's order (shared/store/refresh.py: refresh_candidates), so it reads
         # the sequences due first instead of sorting the whole table every hour.
         Index("ix_sequences_checked_at", literal_column("checked_at").asc().nulls_first(), "id"),
     )
@@ -90,7 +90,7 @@ class SequenceValues(Base):
     first_index: Mapped[int] = mapped_column(BigInteger)
     terms: Mapped[list[str]] = mapped_column(ARRAY(Text))
     term_count: Mapped[int] = mapped_column(Integer)
-    # The whole get_oeis_name_and_values answer, ready to send (shared/store.py builds
+    # The whole get_oeis_name_and_values answer, ready to send (shared/store/writes.py builds
     # it whenever the terms or the name change), and its ETag.
     document: Mapped[str] = mapped_column(Text)
     etag: Mapped[str] = mapped_column(String(32))
@@ -98,7 +98,7 @@ class SequenceValues(Base):
     token: Mapped[int] = mapped_column(BigInteger)
     # Every term up to this index has a stored factorization (NULL: not even the first).
     # Raised as the factor task stores, lowered when a refresh drops the factorizations
-    # of changed terms (shared/store.py), so "is it all factored?" is one comparison.
+    # of changed terms (shared/store/writes.py), so "is it all factored?" is one comparison.
     factored_through: Mapped[int | None] = mapped_column(BigInteger)
 
 

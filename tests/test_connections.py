@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 
 from shared.admin import database as database_admin
 from shared.oeis.parsing import BFile, Entry
-from shared.store.store import store_backrefs, store_metadata, store_search, store_values
+from shared.store.writes import store_backrefs, store_metadata, store_search, store_values
 from tests.conftest import ROOT
 from tests.helpers import wait_until
 from tests.services import PostgresServer, RedisServer, free_port

@@ -27,7 +27,7 @@ from shared.factors.factorize import NO_FAC
 from shared.models import Factorization, Sequence, SequenceValues
 from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store.store import clear_all, forget, store_factors, store_values
+from shared.store.writes import clear_all, forget, store_factors, store_values
 from shared.work.lock import list_locks, lock_key, read_lock, release_value
 from shared.work.queue import app as celery
 from shared.work.units import FACTORS_QUEUE, factors_work

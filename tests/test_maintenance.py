@@ -21,7 +21,7 @@ from shared.db import session_scope
 from shared.models import Base, SearchResult, Sequence, SequenceValues
 from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store.store import store_values
+from shared.store.writes import store_values
 from shared.work.lock import WorkLock, list_locks, lock_key
 from shared.work.queue import app
 from shared.work.units import values_work

@@ -31,7 +31,7 @@ import api.routes
 from api.clients import client_address
 from shared.admin.queue import drop_queued_work, enqueue, queue_lengths
 from shared.db import session_scope
-from shared.store.store import search_key
+from shared.store.reads import search_key
 from shared.work.queue import start
 from shared.work.units import DOWNLOADS_QUEUE, values_work
 from tests.conftest import ROOT

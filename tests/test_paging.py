@@ -16,7 +16,7 @@ import pytest
 
 import api.jobs
 from shared.factors.factorize import NO_FAC
-from shared.store.store import NO_FAC as STORE_NO_FAC
+from shared.store.reads import NO_FAC as STORE_NO_FAC
 from tests.helpers import get_until_200
 
 FAR = "A241292"

@@ -18,15 +18,8 @@ from shared.admin import database as database_admin
 from shared.db import listen_connection, session_scope
 from shared.oeis.parsing import BFile, Entry
 from shared.redis_db import get_redis
-from shared.store.store import (
-    Cached,
-    clear_all,
-    forget,
-    read_cached,
-    store_factors,
-    store_metadata,
-    store_values,
-)
+from shared.store.reads import Cached, read_cached
+from shared.store.writes import clear_all, forget, store_factors, store_metadata, store_values
 from shared.work.lock import current_fence
 from tests.helpers import wait_until
 

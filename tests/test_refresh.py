@@ -1,7 +1,7 @@
 """Cached sequences follow the OEIS: beat's refresh sweep checks them against the fake
 OEIS, which publishes new revisions at run time (FakeOEIS.publish).
 
-The first tests call shared/store.py directly; the rest run real worker subprocesses
+The first tests call shared/store/refresh.py directly; the rest run real worker subprocesses
 (the `workers` fixture: only they take downloads, and so the sweeps) with short
 BACKSCOPE_REFRESH_AFTER, and serve requests through the API in this process.
 """
@@ -29,18 +29,14 @@ from shared.db import session_scope
 from shared.models import Factorization, Sequence, SequenceValues
 from shared.oeis.parsing import BFile, Entry
 from shared.redis_db import get_redis
-from shared.store.store import (
-    REVISION_MARGIN,
+from shared.store.refresh import (
     RefreshBacklog,
     RefreshState,
-    forget,
     refresh_backlog,
     refresh_candidates,
-    store_metadata,
-    store_missing,
     store_refresh_failure,
-    store_values,
 )
+from shared.store.writes import REVISION_MARGIN, forget, store_metadata, store_missing, store_values
 from shared.work.lock import current_fence
 from shared.work.queue import app as celery
 from tests.conftest import ROOT

@@ -16,7 +16,7 @@ from api.documents import DocumentCache
 from shared.db import session_scope
 from shared.oeis.parsing import BFile
 from shared.redis_db import get_redis
-from shared.store.store import forget, store_factors, store_values
+from shared.store.writes import forget, store_factors, store_values
 from shared.work.lock import current_fence
 from tests.helpers import wait_until
 

@@ -24,7 +24,7 @@ from shared.admin import database as database_admin
 from shared.db import session_scope
 from shared.models import Factorization, SequenceValues
 from shared.oeis.parsing import BFile
-from shared.store.store import store_values
+from shared.store.writes import store_values
 from shared.work.lock import FENCE_KEY, lock_key
 from tests.fake_oeis import FakeOEIS
 from tests.helpers import wait_until

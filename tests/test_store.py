@@ -11,7 +11,8 @@ from sqlalchemy import select
 from shared.db import session_scope
 from shared.models import Sequence, SequenceValues
 from shared.oeis.parsing import BFile, Entry
-from shared.store.store import clear_all, forget, read_cached, store_metadata, store_values
+from shared.store.reads import read_cached
+from shared.store.writes import clear_all, forget, store_metadata, store_values
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.add_column("sequence_values", sa.Column("document", sa.Text(), nullable=True))
     op.add_column("sequence_values", sa.Column("etag", sa.String(length=32), nullable=True))
     # Fill the new columns for sequences cached before this migration (the same document
-    # shared/store.py builds for new ones).
+    # shared/store/writes.py builds for new ones).
     op.execute(
         """
         UPDATE sequence_values AS v

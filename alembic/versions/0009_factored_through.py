@@ -5,7 +5,7 @@ stored factorization (NULL: not even the first). Completeness was read from the 
 factored index, which a refresh that drops the factorizations of changed terms leaves
 in place: the holes it made were then never factored again, or read as complete. The
 mark is lowered by such a refresh and raised by the factor task as it stores
-(shared/store.py), so it is exact. Existing rows get it computed here.
+(shared/store/writes.py), so it is exact. Existing rows get it computed here.
 
 Revision ID: 0009
 Revises: 0008

@@ -8,7 +8,7 @@ queued work is passed in as a callable by the caller, which owns the Celery app.
 Why the order of steps matters when clearing or forgetting: locks are released first,
 then the current fencing token is read and recorded as the floor in the same
 transaction that deletes the data. Every task that was queued or running before then
-holds a token at or below that floor, so its write is refused (shared/store.py);
+holds a token at or below that floor, so its write is refused (shared/store/writes.py);
 anything started afterwards is a fresh request and may store its result.
 """
 
@@ -28,7 +28,8 @@ from shared.admin import database as database_admin
 from shared.config import Settings
 from shared.ids import InvalidId, format_id, id_number, normalize_id
 from shared.models import Sequence, SequenceValues
-from shared.store import store
+from shared.store import writes
+from shared.store.refresh import RefreshBacklog, refresh_backlog, refresh_candidates
 from shared.work.lock import LOCK_PREFIX, LockInfo, current_fence, list_locks, release_value
 
 #: The most sequences one prefetch may ask for.
@@ -161,7 +162,7 @@ def clear(database_url: str, locks: Redis, drop_queued: Callable[[], int]) -> Cl
         dropped = drop_queued()
         released = release_all(locks, list_locks(locks))
         floor = current_fence(locks)
-        store.clear_all(session, floor)
+        writes.clear_all(session, floor)
     return Cleared(dropped, released, floor)
 
 
@@ -186,7 +187,7 @@ def reset(database_url: str, locks: Redis, drop_queued: Callable[[], int]) -> Re
     database_admin.create_database(database_url)
     database_admin.upgrade(database_url)
     with _session(database_url) as session:
-        store.clear_all(session, floor)
+        writes.clear_all(session, floor)
     return Reset(dropped, released, database_admin.current_revision(database_url))
 
 
@@ -203,7 +204,7 @@ def forget(database_url: str, locks: Redis, seq_ids: list[str]) -> Forgotten:
         released = release_all(locks, sequence_locks(locks, seq_ids))
         floor = current_fence(locks)
         present = list(session.scalars(select(Sequence.id).where(Sequence.id.in_(seq_ids))))
-        store.forget(session, seq_ids, floor)
+        writes.forget(session, seq_ids, floor)
     return Forgotten(sorted(present), released)
 
 
@@ -216,7 +217,7 @@ class DatabaseStatus:
     with_values: int = 0
     sequences: int = 0
     # None when the schema predates refreshing (migration 0006) or nobody asked.
-    refresh: store.RefreshBacklog | None = None
+    refresh: RefreshBacklog | None = None
 
 
 def database_status(database_url: str, refresh_after: float | None = None) -> DatabaseStatus:
@@ -234,7 +235,7 @@ def database_status(database_url: str, refresh_after: float | None = None) -> Da
             with_values = session.scalar(select(func.count()).select_from(SequenceValues)) or 0
             columns = {column["name"] for column in inspector.get_columns(Sequence.__tablename__)}
             if refresh_after is not None and "checked_at" in columns:
-                backlog = store.refresh_backlog(session, refresh_after)
+                backlog = refresh_backlog(session, refresh_after)
     except SQLAlchemyError as exc:
         message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return DatabaseStatus(description, None, head, error=message)
@@ -248,4 +249,4 @@ def refresh_targets(
     `seq_ids` (all cached ones when None) last checked more than `older_than` seconds
     ago (or never; any time when None)."""
     with _session(database_url) as session:
-        return store.refresh_candidates(session, older_than, seq_ids=seq_ids)
+        return refresh_candidates(session, older_than, seq_ids=seq_ids)

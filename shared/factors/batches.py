@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from shared.db import session_scope
 from shared.factors.factorize import NO_FAC, factorize, find_gp
 from shared.models import SequenceValues
-from shared.store.store import store_factors
+from shared.store.writes import store_factors
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def factor_term(term: str, limits: Limits, gp_path: str | None) -> str:
 
 
 # The terms still to factor in one page of positions, in index order, so the
-# factored-through mark (shared/store.py) rises with every batch. Pages, each read in its
+# factored-through mark (shared/store/writes.py) rises with every batch. Pages, each read in its
 # own short transaction, keep a sequence of 100,000 thousand-digit terms out of this
 # process's memory without holding a transaction open while factoring. A page is a slice
 # of the array, so only its own terms are unnested and checked for a factorization.

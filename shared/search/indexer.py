@@ -30,7 +30,7 @@ from shared.db import CHANGES_CHANNEL, EVERYTHING, session_scope
 from shared.models import SearchIndex
 from shared.oeis.client import OEISClient
 from shared.search.sources import BULK_FILES, Candidate, IndexRow, bulk_entries, seq_files
-from shared.store.store import refresh_document
+from shared.store.writes import refresh_document
 
 log = logging.getLogger(__name__)
 

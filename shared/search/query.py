@@ -33,7 +33,7 @@ from sqlalchemy import Connection, text
 
 from shared.db import get_read_engine
 from shared.ids import format_id
-from shared.store.store import Document, json_document
+from shared.store.reads import Document, json_document
 
 RESULTS = 10
 # Words that say little about an entry: not counted in the size of a headline.

@@ -22,13 +22,11 @@ from shared.errors import BackscopeError, NotFound, Superseded
 from shared.models import SearchEntry, Sequence, SequenceValues
 from shared.oeis.client import OEISClient
 from shared.oeis.parsing import Entry
-from shared.store.store import (
-    read_refresh_state,
+from shared.store.refresh import read_refresh_state, store_refresh, store_refresh_failure
+from shared.store.writes import (
     store_backrefs,
     store_metadata,
     store_missing,
-    store_refresh,
-    store_refresh_failure,
     store_search,
     store_values,
 )

@@ -4,7 +4,7 @@ Built on redis-py's `Lock` (compare-and-delete release, `reacquire` to renew, an
 `LockNotOwnedError` when the token no longer matches). Taking a lock also draws a
 fencing token from one counter that only grows; the data a task stores carries the
 token, and PostgreSQL refuses a write whose token is older than what is stored
-(shared/store.py). The counter is global rather than per key so that clearing the
+(shared/store/writes.py). The counter is global rather than per key so that clearing the
 cache can set one floor for every key; it is strictly growing for each key all the
 same. Each new token is at least the Redis clock in microseconds, so the counter keeps
 growing even if Redis restarts empty (it would have to hand out over a million tokens a
