@@ -82,7 +82,7 @@ def test_checking_whether_values_are_cached_reads_no_terms(database) -> None:
 
     event.listen(get_engine(), "before_cursor_execute", record)
     try:
-        assert ingest.fetch_values(None, "A000045", 2) == "cached"  # no download
+        assert ingest.download_values(None, "A000045", 2) == "cached"  # no download
     finally:
         event.remove(get_engine(), "before_cursor_execute", record)
     read = " ".join(statements)
@@ -125,7 +125,7 @@ def test_a_revision_reopens_exactly_the_terms_it_changed(database) -> None:
     cached = read_cached("A000027")
     assert cached.factored(4) and not cached.factored(5) and not cached.factored(0)
     limits = batches.Limits(budget=2, max_bits=512)
-    assert batches.factor_values("A000027", 0, 4, limits) == "stored"
+    assert batches.factor_sequence("A000027", 0, 4, limits) == "stored"
     cached = read_cached("A000027")
     assert cached.factored(0)
     with session_scope() as session:

@@ -22,7 +22,7 @@ import api.jobs
 import api.routes
 from shared.db import session_scope
 from shared.factors import batches
-from shared.factors.batches import Limits, factor_term, factor_values
+from shared.factors.batches import Limits, factor_sequence, factor_term
 from shared.factors.factorize import NO_FAC
 from shared.models import Factorization, Sequence, SequenceValues
 from shared.oeis.parsing import BFile
@@ -123,24 +123,24 @@ def test_factor_term_checks_the_length_before_converting() -> None:
 
 
 def test_body_factors_only_missing_terms_in_batches(stored_naturals) -> None:
-    assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 10, token=100, limits=LIMITS) == "stored"
     first = rows("A000027")
     assert list(first) == list(range(1, 11))
     assert first[1][0] == "[]" and first[6][0] == "[2,1;3,1]" and first[8][0] == "[2,3]"
-    assert factor_values("A000027", 10, token=101, limits=LIMITS) == "cached"
-    assert factor_values("A000027", 0, token=102, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 10, token=101, limits=LIMITS) == "cached"
+    assert factor_sequence("A000027", 0, token=102, limits=LIMITS) == "stored"
     everything = rows("A000027")
     assert len(everything) == 100
     assert all(everything[n] == first[n] for n in first)  # not computed again
     assert {everything[n][1] for n in range(11, 101)} == {102}
-    assert factor_values("A000045", 0, token=103, limits=LIMITS) == "no_values"
+    assert factor_sequence("A000045", 0, token=103, limits=LIMITS) == "no_values"
 
 
 def test_body_reads_the_terms_a_page_at_a_time(stored_naturals, monkeypatch) -> None:
     monkeypatch.setattr(batches, "PAGE_TERMS", 7)  # pages end at 7, 14, ... 98, 100
-    assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"  # in page 2
+    assert factor_sequence("A000027", 10, token=100, limits=LIMITS) == "stored"  # in page 2
     assert list(rows("A000027")) == list(range(1, 11))
-    assert factor_values("A000027", 0, token=101, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 0, token=101, limits=LIMITS) == "stored"
     everything = rows("A000027")
     assert list(everything) == list(range(1, 101))
     assert {everything[n][1] for n in range(1, 11)} == {100}  # the first ten kept
@@ -148,9 +148,9 @@ def test_body_reads_the_terms_a_page_at_a_time(stored_naturals, monkeypatch) -> 
 
 
 def test_body_stops_at_the_end_of_its_slice_with_progress_stored(stored_naturals) -> None:
-    assert factor_values("A000027", 0, token=100, limits=LIMITS, slice_seconds=0) == "partial"
+    assert factor_sequence("A000027", 0, token=100, limits=LIMITS, slice_seconds=0) == "partial"
     assert len(rows("A000027")) == 1
-    assert factor_values("A000027", 0, token=101, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 0, token=101, limits=LIMITS) == "stored"
     assert len(rows("A000027")) == 100
 
 
@@ -187,7 +187,7 @@ def test_factor_writes_are_fenced(stored_naturals) -> None:
 
 
 def test_new_values_drop_old_factors_only_when_the_terms_changed(stored_naturals) -> None:
-    assert factor_values("A000027", 5, token=100, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 5, token=100, limits=LIMITS) == "stored"
     same = BFile(1, [str(n) for n in range(1, 101)])
     with session_scope() as session:
         assert store_values(session, "A000027", same, token=200)
@@ -198,12 +198,12 @@ def test_new_values_drop_old_factors_only_when_the_terms_changed(stored_naturals
     # A factor task that read the old values cannot store their factors now.
     with session_scope() as session:
         assert not store_factors(session, "A000027", 200, [(0, "[]")], token=350)
-    assert factor_values("A000027", 0, token=400, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 0, token=400, limits=LIMITS) == "stored"
     assert {n: row[0] for n, row in rows("A000027").items()} == {0: "[7,1]", 1: "[2,3]"}
 
 
 def test_new_values_drop_only_the_factors_of_changed_indices(stored_naturals) -> None:
-    assert factor_values("A000027", 10, token=100, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 10, token=100, limits=LIMITS) == "stored"
     corrected = [str(n) for n in range(1, 101)]
     corrected[4] = "25"  # a(5) corrected, and two terms appended
     with session_scope() as session:
@@ -211,7 +211,7 @@ def test_new_values_drop_only_the_factors_of_changed_indices(stored_naturals) ->
     kept = rows("A000027")
     assert list(kept) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
     assert {row[1] for row in kept.values()} == {100}  # not computed again
-    assert factor_values("A000027", 0, token=300, limits=LIMITS) == "stored"
+    assert factor_sequence("A000027", 0, token=300, limits=LIMITS) == "stored"
     everything = rows("A000027")
     assert everything[5][0] == "[5,2]" and everything[102][0] == "[2,1;3,1;17,1]"
     assert {everything[n][1] for n in kept} == {100}

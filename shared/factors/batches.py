@@ -109,7 +109,7 @@ def _store(seq_id: str, values_token: int, batch: list[tuple[int, str]], token: 
         return False
 
 
-def factor_values(
+def factor_sequence(
     seq_id: str,
     count: int,
     token: int,

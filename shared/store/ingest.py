@@ -125,7 +125,7 @@ def has_values(session: Session, seq_id: str) -> bool:
     return session.scalar(found) is not None
 
 
-def fetch_values(client: OEISClient, seq_id: str, token: int) -> str:
+def download_values(client: OEISClient, seq_id: str, token: int) -> str:
     def store(session: Session, bfile, token: int) -> bool:
         stored = store_values(session, seq_id, bfile, token)
         if stored:
@@ -141,7 +141,7 @@ def fetch_values(client: OEISClient, seq_id: str, token: int) -> str:
     )
 
 
-def fetch_metadata(source: MetadataSource, seq_id: str, token: int) -> str:
+def download_metadata(source: MetadataSource, seq_id: str, token: int) -> str:
     return _ingest(
         seq_id,
         token,
@@ -151,7 +151,7 @@ def fetch_metadata(source: MetadataSource, seq_id: str, token: int) -> str:
     )
 
 
-def fetch_backrefs(source: MetadataSource, seq_id: str, token: int, max_pages: int) -> str:
+def download_backrefs(source: MetadataSource, seq_id: str, token: int, max_pages: int) -> str:
     def download() -> list[str]:
         backrefs, complete = source.mentions(seq_id, max_pages)
         if not complete:
@@ -167,7 +167,7 @@ def fetch_backrefs(source: MetadataSource, seq_id: str, token: int, max_pages: i
     )
 
 
-def run_search(
+def download_search(
     client: OEISClient, term: str, token: int, wanted: Callable[[], bool] | None = None
 ) -> str:
     """Search the OEIS for `term` and store the first page; "superseded" (nothing

@@ -214,7 +214,7 @@ class WorkLock(Lock):
         """Renew the TTL every third of it while the block runs.
 
         Yields an Event that is set if the lock was lost (expired and taken by someone
-        else); fencing makes a write after that harmless, the event lets work stop early.
+        else). Work need not watch it: fencing makes any write after that harmless.
         """
         lost = threading.Event()
         stop = threading.Event()

@@ -43,7 +43,9 @@ def metadata_source() -> ingest.MetadataSource:
 @app.task(name="backscope.fetch_values", bind=True)
 def fetch_values(self: Task, seq_id: str) -> dict[str, str]:
     result = run_locked(
-        self, values_work(seq_id), lambda token: ingest.fetch_values(oeis_client(), seq_id, token)
+        self,
+        values_work(seq_id),
+        lambda token: ingest.download_values(oeis_client(), seq_id, token),
     )
     if result["outcome"] == "stored":
         # Factor the new terms in the background, on the factors queue (as the old
@@ -57,7 +59,7 @@ def fetch_metadata(self: Task, seq_id: str) -> dict[str, str]:
     return run_locked(
         self,
         metadata_work(seq_id),
-        lambda token: ingest.fetch_metadata(metadata_source(), seq_id, token),
+        lambda token: ingest.download_metadata(metadata_source(), seq_id, token),
     )
 
 
@@ -67,7 +69,7 @@ def fetch_backrefs(self: Task, seq_id: str) -> dict[str, str]:
     return run_locked(
         self,
         backrefs_work(seq_id),
-        lambda token: ingest.fetch_backrefs(metadata_source(), seq_id, token, pages),
+        lambda token: ingest.download_backrefs(metadata_source(), seq_id, token, pages),
     )
 
 
@@ -81,5 +83,5 @@ def run_search(self: Task, term: str) -> dict[str, str]:
     return run_locked(
         self,
         search_work(term),
-        lambda token: ingest.run_search(oeis_client(), term, token, wanted),
+        lambda token: ingest.download_search(oeis_client(), term, token, wanted),
     )

@@ -31,7 +31,7 @@ def factor_values(self: Task, seq_id: str, count: int = 0) -> dict[str, str]:
     limits = batches.Limits(settings.factor_budget, settings.factor_max_bits)
     work = factors_work(seq_id, count)
     result = run_locked(
-        self, work, lambda token: batches.factor_values(seq_id, count, token, limits)
+        self, work, lambda token: batches.factor_sequence(seq_id, count, token, limits)
     )
     if result["outcome"] == "partial":
         # Out of time for this slice: the rest goes to the back of the queue, so other
