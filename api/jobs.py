@@ -70,7 +70,7 @@ SCHEDULE_MEMORY = 5.0
 scheduled_recently: dict[str, float] = {}
 
 
-def _start(work: Work) -> str:
+def _start_or_join(work: Work) -> str:
     """The task doing `work`: joined for free if one is in flight, else started and
     counted against the asking client's budget (429 when it is spent). A client with
     work outstanding already queues its next behind other clients' first requests."""
@@ -256,7 +256,7 @@ def obtain(
                 break
             # Counted as an answer that needed work (api/observe.py), not a cached one.
             g.needed_work = True
-            tasks = {_start(work): work for work in found}
+            tasks = {_start_or_join(work): work for work in found}
             task_ids = list(tasks)
             if not waiting and not (waiting := wait_slots().acquire(blocking=False)):
                 log.info("work.no_wait_slot", extra={"task_id": task_ids[0]})

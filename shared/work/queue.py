@@ -182,7 +182,9 @@ def requeue(work: Work, task_id: str, priority: int, deferred: bool = False) -> 
     return new_id
 
 
-def _start(work: Work, priority: int) -> str:
+def _lock_and_send(work: Work, priority: int) -> str:
+    """Take the work lock in a new task's name and send that task; or, if another task
+    holds it, that task's id (taking over a lock whose owner is finished)."""
     client = get_redis("locks")
     for _ in range(MAX_ROUNDS):
         lock = WorkLock(client, work.kind, work.subject, get_settings().lock_ttl)
@@ -215,7 +217,7 @@ def start(work: Work, priority: int = INTERACTIVE) -> str:
     changing hands.
     """
     try:
-        return _start(work, priority)
+        return _lock_and_send(work, priority)
     except (RedisError, BrokerError) as exc:
         raise UpstreamUnavailable("the work queue is unavailable right now", 30) from exc
 
