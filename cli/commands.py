@@ -35,7 +35,7 @@ from shared.admin import database as database_admin
 from shared.config import INDEX_SOURCES, ConfigError, Settings, get_settings, redacted
 from shared.errors import BackscopeError
 from shared.redis_db import get_redis
-from shared.store.refresh import RefreshBacklog
+from shared.store.revisions import RefreshBacklog
 from shared.work.lock import FINISHED_STATES, list_locks
 from shared.work.units import Work, refresh_work, values_work
 

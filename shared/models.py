@@ -73,7 +73,7 @@ class Sequence(Base):
     refresh_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        # The refresh sweep's order (shared/store/refresh.py: refresh_candidates), so it reads
+        # The refresh sweep's order (shared/store/revisions.py: refresh_candidates), so it reads
         # the sequences due first instead of sorting the whole table every hour.
         Index("ix_sequences_checked_at", literal_column("checked_at").asc().nulls_first(), "id"),
     )

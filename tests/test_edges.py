@@ -21,7 +21,7 @@ from shared.oeis.parsing import BFile, Entry, canonical_value, parse_bfile
 from shared.redis_db import get_redis
 from shared.store import ingest
 from shared.store.reads import read_cached, read_factors
-from shared.store.refresh import refresh_candidates, store_refresh
+from shared.store.revisions import refresh_candidates, store_refresh
 from shared.store.writes import store_factors, store_metadata, store_values
 from shared.work.lock import lock_key
 from tests.helpers import wait_until

@@ -1,7 +1,7 @@
 """Cached sequences follow the OEIS: beat's refresh sweep checks them against the fake
 OEIS, which publishes new revisions at run time (FakeOEIS.publish).
 
-The first tests call shared/store/refresh.py directly; the rest run real worker subprocesses
+The first tests call shared/store/revisions.py directly; the rest run real worker subprocesses
 (the `workers` fixture: only they take downloads, and so the sweeps) with short
 BACKSCOPE_REFRESH_AFTER, and serve requests through the API in this process.
 """
@@ -29,7 +29,7 @@ from shared.db import session_scope
 from shared.models import Factorization, Sequence, SequenceValues
 from shared.oeis.parsing import BFile, Entry
 from shared.redis_db import get_redis
-from shared.store.refresh import (
+from shared.store.revisions import (
     RefreshBacklog,
     RefreshState,
     refresh_backlog,

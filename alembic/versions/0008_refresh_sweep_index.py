@@ -2,7 +2,7 @@
 
 An index in the refresh sweep's order (never checked first, then the oldest check):
 the hourly sweep reads the sequences due first instead of scanning and sorting every
-cached sequence (shared/store/refresh.py: refresh_candidates).
+cached sequence (shared/store/revisions.py: refresh_candidates).
 
 Revision ID: 0008
 Revises: 0007

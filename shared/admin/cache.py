@@ -29,7 +29,7 @@ from shared.config import Settings
 from shared.ids import InvalidId, format_id, id_number, normalize_id
 from shared.models import Sequence, SequenceValues
 from shared.store import writes
-from shared.store.refresh import RefreshBacklog, refresh_backlog, refresh_candidates
+from shared.store.revisions import RefreshBacklog, refresh_backlog, refresh_candidates
 from shared.work.lock import LOCK_PREFIX, LockInfo, current_fence, list_locks, release_value
 
 #: The most sequences one prefetch may ask for.

@@ -1,2 +1,2 @@
 """The cached OEIS data in PostgreSQL: what the API reads (reads), every fenced write
-(writes), following the OEIS's revisions (refresh), and downloading into it (ingest)."""
+(writes), following the OEIS's revisions (revisions), and downloading into it (ingest)."""

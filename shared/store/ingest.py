@@ -22,7 +22,7 @@ from shared.errors import BackscopeError, NotFound, Superseded
 from shared.models import SearchEntry, Sequence, SequenceValues
 from shared.oeis.client import OEISClient
 from shared.oeis.parsing import Entry
-from shared.store.refresh import read_refresh_state, store_refresh, store_refresh_failure
+from shared.store.revisions import read_refresh_state, store_refresh, store_refresh_failure
 from shared.store.writes import (
     store_backrefs,
     store_metadata,

@@ -15,7 +15,7 @@ from celery import Task
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.store import ingest
-from shared.store.refresh import refresh_candidates
+from shared.store.revisions import refresh_candidates
 from shared.work.queue import BULK, app, schedule, start
 from shared.work.units import factors_work, refresh_work
 from worker.tasks.download import live_source, oeis_client
