@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import text
 
-from cli import commands
+from cli import common
 from cli.commands import main
 from shared.admin import cache as cache_admin
 from shared.admin import database as database_admin
@@ -97,7 +97,7 @@ def test_command_list_is_not_truncated() -> None:
 @pytest.fixture
 def production(settings, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(
-        commands, "get_settings", lambda: dataclasses.replace(settings, env="production")
+        common, "get_settings", lambda: dataclasses.replace(settings, env="production")
     )
     return database_admin.database_name(settings.database_url)
 
@@ -119,7 +119,7 @@ def test_production_refuses_without_a_terminal(database: str, production: str, c
 def test_production_refuses_a_wrong_name_at_the_prompt(
     database: str, production: str, command, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(commands, "_has_terminal", lambda: True)
+    monkeypatch.setattr(common, "has_terminal", lambda: True)
     seed("A000045")
     result = invoke(*command, input="backscope_something_else\n")
     assert result.exit_code == 1
@@ -131,12 +131,12 @@ def test_production_refuses_a_wrong_name_at_the_prompt(
 def test_production_goes_ahead_with_the_typed_name_or_yes(
     worker, production: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(commands, "_has_terminal", lambda: True)
+    monkeypatch.setattr(common, "has_terminal", lambda: True)
     seed("A000045", "A000040")
     typed = invoke("forget", "A000045", input=f"{production}\n")
     assert typed.exit_code == 0, typed.output
     assert stored_ids() == {"A000040"}
-    monkeypatch.setattr(commands, "_has_terminal", lambda: False)
+    monkeypatch.setattr(common, "has_terminal", lambda: False)
     assert invoke("clear-db", "--yes").exit_code == 0
     assert stored_ids() == set()
 
@@ -236,7 +236,7 @@ def test_forget_rejects_a_bad_id_before_changing_anything(database: str, raw: st
     ],
 )
 def test_durations_read_well(seconds: float | None, shown: str) -> None:
-    assert commands._duration(seconds) == shown
+    assert common.duration(seconds) == shown
 
 
 def shown_seconds(shown: str) -> int:
