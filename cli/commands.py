@@ -29,10 +29,10 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from cli import embedded
 from cli.batches import prefetch, refresh
 from cli.common import command_settings, read_settings
 from cli.index import index
+from cli.local_common import EmbeddedError
 from cli.maintenance import clear_db, forget, locks, reset_db
 from cli.status import status
 from shared.admin import cache as cache_admin
@@ -46,7 +46,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (cache_admin.MaintenanceError, embedded.EmbeddedError) as exc:
+        except (cache_admin.MaintenanceError, EmbeddedError) as exc:
             raise click.ClickException(str(exc)) from exc
         except (RedisError, BrokerError) as exc:
             url = redacted(read_settings().redis_url)

@@ -22,8 +22,9 @@ import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from cli import embedded
-from cli.embedded import EmbeddedError, LocalServers, answers, local_url, needs_local
+from cli import local_postgres
+from cli.embedded import LocalServers, answers, local_url, needs_local
+from cli.local_common import EmbeddedError
 from tests.conftest import ROOT
 
 BACKSCOPE = str(Path(sys.executable).with_name("backscope"))
@@ -204,7 +205,7 @@ def test_the_password_is_the_owners_alone_and_on_no_command_line(data_dir: Path)
     servers = local.acquire()
     try:
         password = local.password()
-        for path in (local.password_file, local.redis_dir / "valkey.conf"):
+        for path in (local.password_file, local.valkey.folder / "valkey.conf"):
             assert path.stat().st_uid == os.geteuid()
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
         # What every local user sees of every process's command line, the servers' too.
@@ -223,11 +224,11 @@ def test_a_cluster_from_before_the_password_is_converted(data_dir: Path) -> None
     `backscope`) and the data folder had no password file. The next start converts it."""
     postgres_dir = data_dir / "postgres"
     postgres_dir.mkdir(parents=True, mode=0o700)
-    user = embedded._server_user()
+    user = local_postgres._server_user()
     if user is not None:
         os.chown(postgres_dir, user.pw_uid, user.pw_gid)
-    initdb = [embedded.postgres_bin() / "initdb", "-D", postgres_dir, "-U", "backscope"]
-    status, output = embedded._run([*initdb, "--auth=trust", "--no-sync"], user)
+    initdb = [local_postgres.postgres_bin() / "initdb", "-D", postgres_dir, "-U", "backscope"]
+    status, output = local_postgres._run([*initdb, "--auth=trust", "--no-sync"], user)
     assert status == 0, output
 
     local = LocalServers(data_dir)
@@ -307,7 +308,7 @@ def test_services_runs_a_command_with_them_then_stops_them(data_dir: Path) -> No
     assert stopped == (
         f"backscope: stopped the project's own PostgreSQL and Valkey; the data stays in {data_dir}"
     )
-    assert LocalServers(data_dir).postgres_port() is None
+    assert LocalServers(data_dir).postgres.port() is None
 
 
 # The command: says when the database answers, counts the SIGINTs it gets, and exits
@@ -341,7 +342,7 @@ def test_the_stack_stops_first_then_the_servers(data_dir: Path, stop: str) -> No
     try:
         ready = process.stdout.readline()
         assert ready == "ready\n", ready + process.communicate(timeout=60)[1]
-        port = LocalServers(data_dir).postgres_port()
+        port = LocalServers(data_dir).postgres.port()
         assert port is not None
         if stop == "ctrl-c":
             os.killpg(process.pid, signal.SIGINT)
@@ -370,7 +371,7 @@ def test_a_command_uses_them_for_its_duration_and_the_data_stays(data_dir: Path)
     port, _ = _ports(data_dir)
     assert migrate.stdout.startswith(f"created database 'backscope' on 127.0.0.1:{port}\n")
     assert "stopped the project's own PostgreSQL and Valkey" in migrate.stderr
-    assert LocalServers(data_dir).postgres_port() is None
+    assert LocalServers(data_dir).postgres.port() is None
 
     status = subprocess.run(
         [BACKSCOPE, "status"], env=env, capture_output=True, text=True, timeout=120, check=False
