@@ -121,11 +121,11 @@ def _run(command: list[str]) -> int:
             child = subprocess.Popen(command)
         except OSError as exc:
             raise click.ClickException(f"cannot run {command[0]}: {exc.strerror}") from exc
-        status = child.wait()
+        returncode = child.wait()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 128 - status if status < 0 else status
+    return 128 - returncode if returncode < 0 else returncode
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
