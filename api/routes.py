@@ -1,4 +1,5 @@
-"""The HTTP endpoints (contract: shared/spec/api.md in the team's reference material)."""
+"""The HTTP endpoints under /api; what each answers, with its parameters and statuses,
+is the OpenAPI description (api/openapi.py, served at /api/openapi.json)."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def _check_missing(session: Session, seq_id: str) -> None:
         raise NotFound(f"the OEIS has no sequence {seq_id}")
 
 
-def _cached(seq_id: str, needs_name: bool) -> Cached:
+def _obtain_cached(seq_id: str, needs_name: bool) -> Cached:
     """The cached answer, fetching what is missing first (values; the name if needed)."""
     cached = cached_reads.get(seq_id)
     if cached is not None and (cached.name is not None or not needs_name):
@@ -150,7 +151,7 @@ def _current(cached: Cached) -> Cached:
     """The cached data now, after finding that `cached` is out of date (the news of the
     change may be on its way)."""
     cached_reads.changed(cached.id)
-    return _cached(cached.id, cached.name is not None)
+    return _obtain_cached(cached.id, cached.name is not None)
 
 
 def _build(
@@ -215,7 +216,7 @@ def _answer(cached: Cached, count: int) -> Response:
 @bp.get("/get_oeis_values/<seq_id>/<count>")
 def get_oeis_values(seq_id: str, count: str) -> Response:
     seq_id, n = normalize_id(seq_id), parse_count(count)
-    cached = _cached(seq_id, needs_name=False)
+    cached = _obtain_cached(seq_id, needs_name=False)
     if cached.name is None:
         schedule(metadata_work(seq_id))
     if not cached.factored(n):
@@ -225,12 +226,12 @@ def get_oeis_values(seq_id: str, count: str) -> Response:
 
 @bp.get("/get_oeis_name_and_values/<seq_id>")
 def get_oeis_name_and_values(seq_id: str) -> Response:
-    return _answer(_cached(normalize_id(seq_id), needs_name=True), 0)
+    return _answer(_obtain_cached(normalize_id(seq_id), needs_name=True), 0)
 
 
-def _cached_for_paging(seq_id: str) -> Cached:
+def _obtain_for_paging(seq_id: str) -> Cached:
     """The cached values (fetched first if need be), scheduling the name if missing."""
-    cached = _cached(seq_id, needs_name=False)
+    cached = _obtain_cached(seq_id, needs_name=False)
     if cached.name is None:
         schedule(metadata_work(seq_id))
     return cached
@@ -257,7 +258,7 @@ def _header(cached: Cached) -> Response:
 def get_oeis_header(seq_id: str) -> Response:
     """Where a sequence's indices start and end, for reading it in chunks (indices are
     strings: JavaScript numbers lose digits past 2^53)."""
-    return _header(_cached_for_paging(normalize_id(seq_id)))
+    return _header(_obtain_for_paging(normalize_id(seq_id)))
 
 
 def _chunk(cached: Cached, chunk: int) -> Response:
@@ -278,7 +279,7 @@ def get_oeis_chunk(seq_id: str, chunk: str) -> Response:
         raise BadRequest(
             f"the chunk must be a whole number of at most 18 digits, got {chunk[:40]!r}"
         )
-    return _chunk(_cached_for_paging(seq_id), int(chunk))
+    return _chunk(_obtain_for_paging(seq_id), int(chunk))
 
 
 @bp.get("/get_oeis_metadata/<seq_id>")
