@@ -27,6 +27,13 @@ class BadRequest(Exception):
     """Malformed input: answer 400 with this sentence."""
 
 
+class ChangedMeanwhile(UpstreamUnavailable):
+    """The data was there a moment ago and gone now (forgotten, cleared): ask again."""
+
+    def __init__(self) -> None:
+        super().__init__("the cached data changed while it was read; please try again", 1)
+
+
 def error(message: str, status: int, retry_after: int | None = None, **extra: object) -> Response:
     response = jsonify({"error": message, **extra})
     response.status_code = status

@@ -2,7 +2,7 @@
 (GET /api/docs/, Swagger UI from the installed flask-swagger-ui package, no CDN).
 
 Written here by hand rather than generated: the routes validate their input with plain
-regular expressions (api/routes.py, shared/ids.py), which the libraries that generate a
+regular expressions (api/routes/, shared/ids.py), which the libraries that generate a
 description (flask-smorest, spectree) would have us rewrite as schema classes, and
 apispec would only move the same text into docstrings. The parameters' patterns and
 bounds are taken from the constants the routes use, and tests/test_openapi.py proves
@@ -17,7 +17,9 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from api.routes import CHUNK, COUNT, MAX_TERM, TASK_ID
+from api.routes.search import MAX_TERM
+from api.routes.sequences import CHUNK, COUNT
+from api.routes.status import TASK_ID
 from shared.ids import ID
 
 SPEC_PATH = "/api/openapi.json"

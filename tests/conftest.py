@@ -228,8 +228,8 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
             session.execute(text(f"TRUNCATE {', '.join(Base.metadata.tables)}"))
         # The TRUNCATE's notification empties the API's cache a moment later; a test
         # must not race it.
+        from api.caches import cached_reads, metadata_reads, search_reads
         from api.jobs import scheduled_recently
-        from api.routes import cached_reads, metadata_reads, search_reads
         from shared.db import EVERYTHING
 
         for reads in (cached_reads, metadata_reads, search_reads):

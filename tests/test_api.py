@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 import api.jobs
-from api.routes import cached_reads
+from api.caches import cached_reads
 from shared.db import EVERYTHING, session_scope
 from shared.errors import UpstreamUnavailable
 from shared.models import Sequence
@@ -309,12 +309,12 @@ def test_dropped_database_connections_are_a_503_then_replaced(client, settings) 
 def test_task_status_with_redis_down_is_503(client, monkeypatch) -> None:
     from celery import Celery
 
-    import api.routes
+    import api.routes.status
 
     dead = Celery(broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/1")
     dead.conf.redis_socket_connect_timeout = 0.2
     dead.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 0}}
-    monkeypatch.setattr(api.routes, "celery", dead)
+    monkeypatch.setattr(api.routes.status, "celery", dead)
     response = client.get("/api/tasks/0f4e3b2a-task")
     assert response.status_code == 503
     assert response.get_json() == {"error": "the work queue is unavailable right now"}

@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 
 import api.jobs
 import api.responses
-import api.routes
+import api.routes.sequences
 from api.documents import DocumentCache
 from shared.db import get_engine, get_read_engine, session_scope
 from shared.errors import UpstreamBadData
@@ -143,7 +143,7 @@ def test_the_factors_route_asks_for_the_holes_a_revision_left(client) -> None:
 
 def _fresh_documents(monkeypatch, max_bytes: int, large_bytes: int) -> DocumentCache:
     cache = DocumentCache(max_bytes, large_bytes)
-    monkeypatch.setattr(api.routes, "documents", cache)
+    monkeypatch.setattr(api.routes.sequences, "documents", cache)
     monkeypatch.setattr(api.responses, "documents", cache)
     return cache
 
@@ -172,7 +172,7 @@ def test_a_large_document_is_read_once_and_never_takes_the_reserved_threads(
     monkeypatch.setattr(api.jobs, "wait_slots", lambda: slots)
     _store_and_wait(client, {"A000027": [str(n) for n in range(1, 2001)], "A000045": ["1", "1"]})
     reading, release, reads = threading.Event(), threading.Event(), []
-    real = api.routes.read_document
+    real = api.routes.sequences.read_document
 
     def slow(seq_id: str, etag: str) -> str | None:
         if seq_id == "A000027":
@@ -181,7 +181,7 @@ def test_a_large_document_is_read_once_and_never_takes_the_reserved_threads(
             release.wait(30)
         return real(seq_id, etag)
 
-    monkeypatch.setattr(api.routes, "read_document", slow)
+    monkeypatch.setattr(api.routes.sequences, "read_document", slow)
     path = "/api/get_oeis_values/A000027/0"
     with ThreadPoolExecutor(10) as pool:
         asked = [pool.submit(client.get, path) for _ in range(10)]

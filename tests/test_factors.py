@@ -19,7 +19,7 @@ import sympy
 from sqlalchemy import func, select
 
 import api.jobs
-import api.routes
+import api.routes.factors
 from shared.db import session_scope
 from shared.factors import batches
 from shared.factors.batches import Limits, factor_sequence, factor_term
@@ -347,13 +347,13 @@ def test_identical_requests_waiting_for_factoring_build_the_answer_once(
     # Values and name stored, factoring queued; no factor worker yet.
     assert client.get("/api/get_oeis_name_and_values/A153080").status_code == 200
     reads = []
-    real = api.routes.read_factors
+    real = api.routes.factors.read_factors
 
     def counted(*args):
         reads.append(args)
         return real(*args)
 
-    monkeypatch.setattr(api.routes, "read_factors", counted)
+    monkeypatch.setattr(api.routes.factors, "read_factors", counted)
     factor_workers()
     path = "/api/get_oeis_factors/A153080/0"
     with ThreadPoolExecutor(20) as pool:

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import api.clients
 import api.observe
 import api.responses
-import api.routes
+import api.routes.sequences
 from api.documents import DocumentCache
 from tests.conftest import ROOT, WorkerProcess
 from tests.helpers import wait_until
@@ -134,7 +134,7 @@ def test_metrics_count_every_kind_of_request_and_task(client, fake_oeis) -> None
 def test_documents_built_are_counted_once_per_version(client, monkeypatch) -> None:
     assert client.get("/api/get_oeis_name_and_values/A000045").status_code == 200
     cache = DocumentCache(max_bytes=64 * 2**20, large_bytes=128 * 2**20)  # held: nothing
-    monkeypatch.setattr(api.routes, "documents", cache)
+    monkeypatch.setattr(api.routes.sequences, "documents", cache)
     monkeypatch.setattr(api.responses, "documents", cache)
     before = scrape(client)
     for count in (19, 19, 20, 0):  # slices are cut out of the one document read

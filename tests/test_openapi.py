@@ -24,7 +24,8 @@ from werkzeug.wrappers import Request, Response
 
 from api.errors import BadRequest
 from api.openapi import description
-from api.routes import CHUNK, check_term, parse_count
+from api.routes.search import check_term
+from api.routes.sequences import CHUNK, parse_count
 from shared.ids import InvalidId, normalize_id
 from tests.conformance import check_response, flask_to_openapi
 from tests.helpers import get_until_200

@@ -25,6 +25,7 @@ from ipaddress import ip_network
 import pytest
 from sqlalchemy import text
 
+import api.caches
 import api.clients
 import api.jobs
 import api.routes
@@ -47,9 +48,9 @@ def tuned(monkeypatch: pytest.MonkeyPatch, settings):
 
     def configure(**changes) -> None:
         tuned_settings = dataclasses.replace(settings, **changes)
-        monkeypatch.setattr(api.jobs, "get_settings", lambda: tuned_settings)
-        monkeypatch.setattr(api.clients, "get_settings", lambda: tuned_settings)
-        monkeypatch.setattr(api.routes, "get_settings", lambda: tuned_settings)
+        routes = (api.routes.sequences, api.routes.factors, api.routes.search, api.routes.status)
+        for module in (api.jobs, api.clients, api.caches, *routes):
+            monkeypatch.setattr(module, "get_settings", lambda: tuned_settings)
         api.jobs.wait_slots.cache_clear()
 
     yield configure
@@ -130,7 +131,7 @@ def test_search_terms_are_normalised_and_expire(client, fake_oeis, monkeypatch) 
     with session_scope() as session:
         session.execute(text("UPDATE searches SET fetched_at = now() - interval '8 days'"))
     later = time.time() + 8 * 86400
-    monkeypatch.setattr(api.routes, "time", lambda: later)
+    monkeypatch.setattr(api.routes.search, "time", lambda: later)
     assert client.get("/api/search_oeis/fibonacci%20numbers").status_code == 200
     assert fake_oeis.count("/search") == 2
 

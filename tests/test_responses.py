@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import api.jobs
 import api.responses
-import api.routes
+import api.routes.sequences
 from api.documents import DocumentCache
 from shared.db import session_scope
 from shared.oeis.parsing import BFile
@@ -155,10 +155,10 @@ def test_identical_concurrent_requests_build_the_document_once(client, monkeypat
     # Values and name stored, so the data does not change under the requests.
     assert client.get(PATH).status_code == 200
     cache = DocumentCache(max_bytes=64 * 2**20, large_bytes=128 * 2**20)  # holding nothing
-    monkeypatch.setattr(api.routes, "documents", cache)
+    monkeypatch.setattr(api.routes.sequences, "documents", cache)
     monkeypatch.setattr(api.responses, "documents", cache)
     reads, asked, release = [], [], threading.Event()
-    real_read, real_build = api.routes.read_document, cache.build
+    real_read, real_build = api.routes.sequences.read_document, cache.build
 
     def read(*args):
         reads.append(args)
@@ -169,7 +169,7 @@ def test_identical_concurrent_requests_build_the_document_once(client, monkeypat
         asked.append(args)
         return real_build(*args)
 
-    monkeypatch.setattr(api.routes, "read_document", read)
+    monkeypatch.setattr(api.routes.sequences, "read_document", read)
     monkeypatch.setattr(cache, "build", build)
     with ThreadPoolExecutor(20) as pool:
         answers = [pool.submit(client.get, "/api/get_oeis_values/A000045/7") for _ in range(20)]

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
-from api import jobs, routes
+from api import jobs
+from api.routes import search as search_route
 from cli.commands import main
 from shared.db import get_engine, session_scope
 from shared.errors import UpstreamBadData, UpstreamUnavailable
@@ -402,8 +403,8 @@ def test_a_search_is_never_answered_202(client, fake_oeis, monkeypatch) -> None:
     busy = client.get("/api/search_oeis/fibonacci")  # every waiting thread taken
     assert busy.status_code == 503 and busy.headers["Retry-After"] and busy.json["error"]
     monkeypatch.undo()
-    quick = dataclasses.replace(routes.get_settings(), search_wait=0.5)
-    monkeypatch.setattr(routes, "get_settings", lambda: quick)
+    quick = dataclasses.replace(search_route.get_settings(), search_wait=0.5)
+    monkeypatch.setattr(search_route, "get_settings", lambda: quick)
     slow = client.get("/api/search_oeis/catalan")  # the OEIS does not answer in time
     assert slow.status_code == 503 and "try again" in slow.json["error"]
     assert int(slow.headers["Retry-After"]) > 0

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import text
 
+import api.caches
 import api.clients
 import api.jobs
 import api.routes
@@ -35,7 +36,8 @@ def tuned(monkeypatch: pytest.MonkeyPatch, settings):
 
     def configure(**changes) -> None:
         tuned_settings = dataclasses.replace(settings, **changes)
-        for module in (api.jobs, api.clients, api.routes):
+        routes = (api.routes.sequences, api.routes.factors, api.routes.search, api.routes.status)
+        for module in (api.jobs, api.clients, api.caches, *routes):
             monkeypatch.setattr(module, "get_settings", lambda: tuned_settings)
         api.jobs.wait_slots.cache_clear()
 
