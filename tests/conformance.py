@@ -1,5 +1,5 @@
 """Every answer the tests get from the API checked against its OpenAPI description
-(api/openapi.py), so that the description cannot drift from what the code sends.
+(api/openapi/), so that the description cannot drift from what the code sends.
 
 `ConformingClient` is the test client of the `app` fixture: each response of every API
 test goes through `check_response`, which fails the test if its status, headers or body

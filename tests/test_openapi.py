@@ -1,4 +1,4 @@
-"""The OpenAPI description (api/openapi.py) is valid, covers exactly the routes, bounds
+"""The OpenAPI description (api/openapi/) is valid, covers exactly the routes, bounds
 the parameters as the code does, and the answers of every operation conform to it.
 
 Every test that uses the `client` fixture checks its answers against the description too

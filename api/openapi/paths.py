@@ -1,34 +1,16 @@
-"""The OpenAPI 3.1 description of the API (GET /api/openapi.json) and its page for people
-(GET /api/docs/, Swagger UI from the installed flask-swagger-ui package, no CDN).
-
-Written here by hand rather than generated: the routes validate their input with plain
-regular expressions (api/routes/, shared/ids.py), which the libraries that generate a
-description (flask-smorest, spectree) would have us rewrite as schema classes, and
-apispec would only move the same text into docstrings. The parameters' patterns and
-bounds are taken from the constants the routes use, and tests/test_openapi.py proves
-the paths match the routes and validates the responses of every API test against it.
-"""
+"""The paths of the OpenAPI description: each operation with its parameters, whose
+patterns and bounds are the constants the routes validate with, and its answers."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify
-from flask_swagger_ui import get_swaggerui_blueprint
-
+from api.openapi.schemas import ID_PATTERN
 from api.routes.search import MAX_TERM
 from api.routes.sequences import CHUNK, COUNT
 from api.routes.status import TASK_ID
-from shared.ids import ID
 
 SPEC_PATH = "/api/openapi.json"
-DOCS_PATH = "/api/docs"
-# Decimal digits with an optional sign, as the values and indices are sent.
-INTEGER = r"^-?[0-9]+$"
-ID_PATTERN = f"^{ID.pattern}$"
-# A factorization ("[2,2;3,1]", "[]", "[0,1]", "[-1,1;2,2]") or why there is none.
-FACTORIZATION = r"^(\[\]|\[-?[0-9]+,[0-9]+(;-?[0-9]+,[0-9]+)*\]|no_fac|no_fac_yet)$"
 
 JSON = "application/json"
 # Unicode's control characters (category Cc), which a search term may not hold.
@@ -42,124 +24,6 @@ def _anchored(pattern: str) -> str:
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A JSON object with exactly these properties (all required but `optional`)."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-        "additionalProperties": False,
-    }
-
-
-_ID_STRING = {"type": "string", "pattern": ID_PATTERN, "examples": ["A000045"]}
-_NAME = {"type": "string", "description": "The OEIS name, or a placeholder until it is loaded"}
-_VALUES = {
-    "type": "object",
-    "description": "Index (as a string) to value (as a string of digits), in index order",
-    "propertyNames": {"pattern": INTEGER},
-    "additionalProperties": {"type": "string", "pattern": INTEGER},
-}
-_TIME = {"type": ["string", "null"], "format": "date-time"}
-
-SCHEMAS: dict[str, Any] = {
-    "Values": _object({"id": _ID_STRING, "name": _NAME, "values": _VALUES}),
-    "Metadata": _object(
-        {
-            "id": _ID_STRING,
-            "name": _NAME,
-            "xrefs": {"type": "string", "description": "Cross-reference lines, joined by \\n"},
-            "backrefs": {
-                "type": "array",
-                "items": _ID_STRING,
-                "description": "Sorted ids of the sequences whose entries mention this one",
-            },
-            "revision": {"type": ["integer", "null"], "description": "OEIS revision cached"},
-            "modified": {**_TIME, "description": "When that revision was made (UTC)"},
-            "checked": {**_TIME, "description": "When the cache was last found current"},
-        }
-    ),
-    "Factors": _object(
-        {
-            "id": _ID_STRING,
-            "name": _NAME,
-            "factors": {
-                "type": "object",
-                "description": (
-                    "Index to factorization: prime,exponent pairs separated by ';' in "
-                    'brackets (12: "[2,2;3,1]", 1: "[]", 0: "[0,1]", a negative value '
-                    'starts with -1,1); "no_fac" when it cannot be factored, '
-                    '"no_fac_yet" while factoring runs'
-                ),
-                "propertyNames": {"pattern": INTEGER},
-                "additionalProperties": {"type": "string", "pattern": FACTORIZATION},
-            },
-            "complete": {
-                "type": "boolean",
-                "description": "false while some terms are not factored yet: ask again later",
-            },
-        }
-    ),
-    "Header": _object(
-        {
-            "id": _ID_STRING,
-            "name": _NAME,
-            "first": {"type": "string", "pattern": INTEGER, "description": "First index"},
-            "last": {"type": "string", "pattern": INTEGER, "description": "Last index"},
-            "chunk_size": {"type": "integer", "const": 1024},
-        }
-    ),
-    "Search": _object(
-        {
-            "term": {"type": "string", "description": "The term as given"},
-            "results": {
-                "type": "array",
-                "maxItems": 10,
-                "description": "[id, name] pairs in the OEIS's order",
-                # Not prefixItems [id, name]: schemathesis 4.32 turns that into an
-                # `items` array, which its own schema check then rejects.
-                "items": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "minItems": 2,
-                    "maxItems": 2,
-                },
-            },
-        }
-    ),
-    "Commit": _object({"short_commit_hash": {"type": "string"}}),
-    "Task": _object(
-        {
-            "task": {"type": "string"},
-            "state": {"enum": ["pending", "running", "succeeded", "failed"]},
-            "error": {"type": ["string", "null"]},
-        }
-    ),
-    "Health": _object(
-        {
-            "status": {"const": "ok"},
-            "checked_at": {"type": "number", "description": "Unix time of the check"},
-            "database": {"type": "string"},
-            "redis": {"type": "string"},
-            "workers": {"type": "string"},
-        }
-    ),
-    "Pending": _object(
-        {
-            "id": {"oneOf": [_ID_STRING, {"type": "null"}]},
-            "status": {"const": "pending"},
-            "task": {"type": "string", "description": "Poll /api/tasks/{task_id}"},
-        }
-    ),
-    "Error": {
-        "type": "object",
-        "properties": {"error": {"type": "string", "description": "What went wrong"}},
-        "required": ["error"],
-        "description": "Some errors add details, such as what /api/health found down",
-    },
-}
 
 
 def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -426,50 +290,9 @@ OPERATIONS = {
 }
 
 
-def _paths() -> dict[str, Any]:
-    paths = _operations()
+def paths() -> dict[str, Any]:
+    """Every path with its operation, named and tagged."""
+    described = _operations()
     for path, (operation_id, tag) in OPERATIONS.items():
-        paths[path]["get"] |= {"operationId": operation_id, "tags": [tag]}
-    return paths
-
-
-@cache
-def description() -> dict[str, Any]:
-    """The whole description (made once per process)."""
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Backscope",
-            "version": "1",
-            "summary": "OEIS sequences for Numberscope, cached",
-            "description": (
-                "Values, names, factorizations and searches of OEIS sequences, served "
-                "from a cache that fetches what is missing. Every value and index is a "
-                "string of digits. Every error is JSON with an `error` sentence."
-            ),
-            "license": {"name": "MIT", "identifier": "MIT"},
-        },
-        "tags": TAGS,
-        "paths": _paths(),
-        "components": {"schemas": SCHEMAS},
-    }
-
-
-bp = Blueprint("openapi", __name__)
-
-
-@bp.get(SPEC_PATH)
-def openapi_json() -> Response:
-    return jsonify(description())
-
-
-def register_openapi(app: Flask) -> None:
-    app.register_blueprint(bp)
-    app.register_blueprint(
-        get_swaggerui_blueprint(
-            DOCS_PATH,
-            SPEC_PATH,
-            # No validator badge: it would send the description to validator.swagger.io.
-            config={"app_name": "Backscope API", "validatorUrl": None},
-        )
-    )
+        described[path]["get"] |= {"operationId": operation_id, "tags": [tag]}
+    return described
