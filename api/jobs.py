@@ -115,7 +115,7 @@ def wait_slot(busy: str) -> Iterator[None]:
         wait_slots().release()
 
 
-def schedule(work: Work) -> None:
+def schedule_unless_recent(work: Work) -> None:
     """Start `work` in the background unless this process did so in the last
     SCHEDULE_MEMORY seconds; never fail the request."""
     key = lock_key(work.kind, work.subject)

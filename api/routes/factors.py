@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.caches import cached_reads
 from api.errors import ChangedMeanwhile
-from api.jobs import obtain, schedule
+from api.jobs import obtain, schedule_unless_recent
 from api.responses import send_json
 from api.routes.sequences import build_document, check_missing, parse_count
 from shared import metrics
@@ -66,7 +66,7 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
     cached = cached_reads.get(seq_id)
     if cached is not None and cached.factored(n):
         if cached.name is None:
-            schedule(metadata_work(seq_id))
+            schedule_unless_recent(metadata_work(seq_id))
         response = _complete_factors(cached, n)
         if response is not None:
             return response
@@ -87,7 +87,7 @@ def get_oeis_factors(seq_id: str, count: str) -> Response:
 
     found = obtain(read, progressive=True, partial=partial)
     if found.name is None:
-        schedule(metadata_work(seq_id))
+        schedule_unless_recent(metadata_work(seq_id))
     if isinstance(found, Cached):
         response = _complete_factors(found, n)  # built once, as for a cached answer
         if response is not None:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from api.caches import cached_reads, metadata_reads
 from api.documents import Entry, documents, values_slice
 from api.errors import BadRequest, ChangedMeanwhile
-from api.jobs import obtain, schedule, wait_slot
+from api.jobs import obtain, schedule_unless_recent, wait_slot
 from api.responses import send_json
 from shared import metrics
 from shared.config import get_settings
@@ -139,9 +139,9 @@ def get_oeis_values(seq_id: str, count: str) -> Response:
     seq_id, n = normalize_id(seq_id), parse_count(count)
     cached = _obtain_cached(seq_id, needs_name=False)
     if cached.name is None:
-        schedule(metadata_work(seq_id))
+        schedule_unless_recent(metadata_work(seq_id))
     if not cached.factored(n):
-        schedule(factors_work(seq_id, n))
+        schedule_unless_recent(factors_work(seq_id, n))
     return _answer(cached, n)
 
 
@@ -153,7 +153,7 @@ def _obtain_for_paging(seq_id: str) -> Cached:
     """The cached values (fetched first if need be), scheduling the name if missing."""
     cached = _obtain_cached(seq_id, needs_name=False)
     if cached.name is None:
-        schedule(metadata_work(seq_id))
+        schedule_unless_recent(metadata_work(seq_id))
     return cached
 
 
