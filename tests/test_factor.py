@@ -181,13 +181,24 @@ def test_fallback_child_factors_a_cofactor(monkeypatch: pytest.MonkeyPatch) -> N
     assert factorize(-EASY_CHILD * 2**100, budget=60, gp_path=None) == expected
 
 
-def test_fallback_splits_easy_cofactors_in_process(no_child: None) -> None:
+def test_fallback_splits_easy_cofactors_in_process(
+    no_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p6 = nextprime(300_000)  # rho finds factors up to ~10**6 within its bounded effort
     assert factorize(p6 * P20, budget=0, gp_path=None) == f"[{p6},1;{P20},1]"
     f300 = sympy.fibonacci(300)
     assert factorize(f300, budget=0, gp_path=None) == format_factors(f300, sympy.factorint(f300))
-    squared = SEMI40**2  # a perfect power of a composite: split into its base first
-    assert factorize(squared, budget=0, gp_path=None) in (NO_FAC, f"[{P20},2;{Q20},2]")
+    # A perfect power of a composite: its base is split, once; the power itself never is.
+    split: list[int] = []
+    real = factor._quick_split
+    monkeypatch.setattr(factor, "_quick_split", lambda m: split.append(m) or real(m))
+    base = p6 * P20
+    assert factorize(base**3, budget=0, gp_path=None) == f"[{p6},3;{P20},3]"
+    assert split == [base]
+    # One no cheap method splits: its base needs a child, which a zero budget forbids.
+    split.clear()
+    assert factorize(SEMI40**2, budget=0, gp_path=None) == NO_FAC
+    assert split == [SEMI40]
 
 
 @pytest.mark.parametrize("gp_path", PATHS)
@@ -423,4 +434,6 @@ def test_powers_of_a_composite_part_are_factored_once(gp_path: str | None, monke
     value = 3**5 * SEMI40**3  # trial division leaves SEMI40**3: its base once, exponents x 3
     # (The sympy child needs about 2 s of CPU for SEMI40: a budget a busy machine keeps.)
     assert factorize(value, budget=60, gp_path=gp_path) == f"[3,5;{P20},3;{Q20},3]"
-    assert children in ([], [SEMI40])
+    # No cheap in-process method splits SEMI40 (nor, without gp, the bounded Pollard
+    # attempt: sympy's seeds are fixed), so exactly one child factored it.
+    assert children == [SEMI40]

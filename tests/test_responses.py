@@ -14,9 +14,9 @@ import api.responses
 import api.routes.sequences
 from api.documents import DocumentCache
 from shared.db import session_scope
-from shared.oeis.parsing import BFile
+from shared.oeis.parsing import BFile, Entry
 from shared.redis_db import get_redis
-from shared.store.writes import forget, store_factors, store_values
+from shared.store.writes import forget, store_factors, store_metadata, store_values
 from shared.work.lock import current_fence
 from tests.helpers import wait_until
 
@@ -120,6 +120,9 @@ def test_factor_documents_follow_the_factorizations(app, monkeypatch, settings) 
     client = app.test_client()
     with session_scope() as session:
         store_values(session, "A000027", BFile(1, [str(n) for n in range(1, 11)]), token=5)
+        # The name too: without it the API schedules its download, and a worker started
+        # by an earlier test would store it in the middle of this one, changing the ETag.
+        assert store_metadata(session, Entry("A000027", "The naturals.", 1, [], "", ""), token=5)
         store_factors(session, "A000027", 5, [(n, f"[{n},1]") for n in range(1, 6)], token=6)
     wait_until(lambda: client.get("/api/get_oeis_values/A000027/1").status_code == 200, 10, "api")
     five = client.get("/api/get_oeis_factors/A000027/5")
