@@ -65,8 +65,12 @@ flower: install ## Celery web view on 127.0.0.1:5555 (first: .venv/bin/pip insta
 beat: install ## Run only celery beat (lock purges, refresh sweeps); run exactly one
 	$(RUN) celery -A worker.app beat -l INFO --schedule "$${TMPDIR:-/tmp}/backscope-beat-schedule"
 
-test: install ## Run the test suite (PostgreSQL and Redis on 127.0.0.1, else its own)
-	$(BIN)/pytest
+# The tests run in TEST_PROCESSES processes (pytest-xdist): on 2 cores, 4 of them, since a
+# test spends most of its time waiting for workers, servers and timeouts, not computing.
+# TEST_PROCESSES=0 runs them in this process (as a bare `.venv/bin/pytest` does).
+TEST_PROCESSES ?= 4
+test: install ## Run the test suite in TEST_PROCESSES=4 processes (pytest-xdist)
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 lint: install ## Check formatting and lint with ruff
 	$(BIN)/ruff check .

@@ -7,21 +7,22 @@ test runs on one machine (say, a developer's and CI's) cannot take each other's 
 connections or connection slots. On a machine without PostgreSQL programs or a running
 server, the test database lives on the project's own PostgreSQL, and the private Redis
 is the packaged Valkey when redis-server is not installed (cli/embedded.py).
+
+`make test` runs the tests in several processes (pytest-xdist): the run's PostgreSQL
+cluster is one for them all, each process has a database of its own (a copy of a
+template the migrations built once), and its own Redis, fake OEIS and metrics
+directory (tests/testrun.py). Each server is started by the first test that needs it:
+`pytest tests/test_parsing.py` starts none.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
-import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,138 +30,39 @@ from pathlib import Path
 
 import pytest
 
-from cli import embedded
-from shared.config import DEFAULT_DATABASE_URL, load_settings, redacted
+from shared.config import redacted
 from tests.fake_oeis import FakeOEIS
 from tests.services import PostgresServer, RedisServer
+from tests.testrun import Run, redis_binary, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 12  # uses 12..15 (see shared/config.py)
-DB_NAME = f"backscope_test_{uuid.uuid4().hex[:8]}"
 
-
-def _machine_or_embedded() -> str:
-    """Without PostgreSQL's programs: the machine's server at the default address, else
-    (when nothing answers there) the project's own, joined or started for the session
-    like `make run` would (BACKSCOPE_EMBEDDED applies)."""
-    default = DEFAULT_DATABASE_URL.rsplit("/", 1)[0]
-    settings = load_settings()
-    if not embedded.needs_local(default, DEFAULT_DATABASE_URL, settings.embedded):
-        return default
-    servers = embedded.LocalServers(settings.data_dir)
-    port = servers.acquire(redis=False)["postgres"].port
-    atexit.register(servers.release)
-    return embedded.local_url(default, port, servers.password())
-
-
-# redis-server from PATH (Redis, as in production), else the packaged valkey-server.
-REDIS_BINARY = shutil.which("redis-server") or str(embedded.redis_server_binary())
-
-_fake = FakeOEIS().start()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _after_this_process(command: str) -> None:
-    """Run shell `command` once this process has ended, however it ends: SIGTERM (say,
-    from `timeout`) and SIGKILL skip atexit, and must not leave servers running."""
-    subprocess.Popen(
-        ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {command}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _private_redis() -> str:
-    """Start a throwaway Redis server on a free port."""
-    port = _free_port()
-    address = ["--port", str(port), "--bind", "127.0.0.1"]
-    process = subprocess.Popen(
-        [REDIS_BINARY, *address, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-    )
-    atexit.register(process.terminate)
-    # (Only if the pid is still this redis-server's: after atexit it may be another's.)
-    _after_this_process(
-        f"tr '\\0' ' ' < /proc/{process.pid}/cmdline 2>/dev/null"
-        f" | grep -q -- '-server 127.0.0.1:{port}' && kill {process.pid}"
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return f"127.0.0.1:{port}"
-        time.sleep(0.05)
-    raise RuntimeError(f"{REDIS_BINARY} did not start")
-
-
-def _postgres_program(name: str) -> str | None:
-    found = shutil.which(name)
-    if found is None:  # Debian and Ubuntu keep the server's programs off PATH
-        candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-        found = str(candidates[-1]) if candidates else None
-    return found
-
-
-def _private_postgres() -> str:
-    """Start a throwaway PostgreSQL cluster (user root, trust, no fsync) on a free port
-    and return its URL; without initdb and pg_ctl, see _machine_or_embedded.
-
-    A cluster of its own, because a server is shared in more than data: other test runs
-    on the machine used up its connection slots ("too many clients already"), and older
-    versions of the tests ended every run's API connections by application_name.
-    PostgreSQL refuses to run as root: then the cluster belongs to the `postgres` user.
-    """
-    initdb, pg_ctl = _postgres_program("initdb"), _postgres_program("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        return _machine_or_embedded()
-    directory = Path(tempfile.mkdtemp(prefix="backscope-test-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data = directory / "data"
-
-    def run(*command: str) -> None:
-        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=120)
-
-    def remove() -> None:
-        with contextlib.suppress(subprocess.SubprocessError):
-            run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(directory, ignore_errors=True)
-
-    atexit.register(remove)
-    stop = shlex.join([*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"])
-    _after_this_process(f"{stop}; rm -rf {shlex.quote(str(directory))}")
-    run(initdb, "-D", str(data), "-U", "root", "--auth=trust", "--no-sync")
-    port = _free_port()
-    options = (
-        f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    )
-    log = str(directory / "log")
-    run(pg_ctl, "-D", str(data), "-w", "-t", "120", "-l", log, "-o", options, "start")
-    return f"postgresql+psycopg2://root@127.0.0.1:{port}"
-
-
+RUN = Run.join()
 # The server the test database is created on: BACKSCOPE_TEST_SERVER_URL if set (say,
-# postgresql+psycopg2://root@127.0.0.1:5432 for the machine's own), else a private one.
-SERVER_URL = os.environ.get("BACKSCOPE_TEST_SERVER_URL") or _private_postgres()
-REDIS_ADDRESS = _private_redis()
-# This test run's own Prometheus files, shared with the workers and stacks it starts
-# (they inherit the environment), never with another run.
-METRICS_DIR = tempfile.mkdtemp(prefix="backscope-metrics-")
-atexit.register(shutil.rmtree, METRICS_DIR, ignore_errors=True)
+# postgresql+psycopg2://root@127.0.0.1:5432 for the machine's own), else the run's own.
+SERVER_URL = RUN.server_url()
+DB_NAME = RUN.database()
+REDIS_ADDRESS = f"127.0.0.1:{RUN.reserve_port()}"
+OEIS_PORT = RUN.reserve_port()
+# This process's own Prometheus files, shared with the workers and stacks it starts
+# (they inherit the environment), never with another process or run.
+METRICS_DIR = RUN.process_folder() / "metrics"
+METRICS_DIR.mkdir(exist_ok=True)
 
 
 def pytest_report_header() -> list[str]:
     server = redacted(SERVER_URL)  # the project's own PostgreSQL's has a password
-    return [f"test database server: {server}; Redis: {REDIS_ADDRESS} ({REDIS_BINARY})"]
+    where = "the run's own, started when first needed" if RUN.postgres == "private" else server
+    return [
+        f"test database server: {where} ({server}); each process's own Redis "
+        f"({redis_binary()}) and fake OEIS; run folder {RUN.folder}"
+    ]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if RUN.is_owner:  # every other process of the run has ended
+        RUN.finish()
 
 
 os.environ.update(
@@ -168,14 +70,14 @@ os.environ.update(
         "BACKSCOPE_ENV": "testing",
         "BACKSCOPE_DATABASE_URL": f"{SERVER_URL}/{DB_NAME}",
         "BACKSCOPE_REDIS_URL": f"redis://{REDIS_ADDRESS}/{TEST_REDIS_DB}",
-        "BACKSCOPE_OEIS_URL": _fake.url,
+        "BACKSCOPE_OEIS_URL": f"http://127.0.0.1:{OEIS_PORT}",
         "BACKSCOPE_SYNC_WAIT": "30",  # ample for a download on a busy machine: 200, not 202
         "BACKSCOPE_LOCK_TTL": "10",
         "BACKSCOPE_OEIS_RATE": "1000",
         "BACKSCOPE_OEIS_BACKOFF": "0.2",
         "BACKSCOPE_OEIS_READ_TIMEOUT": "3",
         "BACKSCOPE_OEIS_MAX_ATTEMPTS": "3",
-        "BACKSCOPE_METRICS_DIR": METRICS_DIR,
+        "BACKSCOPE_METRICS_DIR": str(METRICS_DIR),
     }
 )
 
@@ -194,22 +96,33 @@ from tests.helpers import busy_locks, control, ping  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def database() -> Iterator[str]:
-    url = get_settings().database_url
-    database_admin.create_database(url)
-    database_admin.upgrade(url)
+def redis_databases() -> Iterator[str]:
+    """This process's Redis (the tests use its databases 12-15), started on first use;
+    its address."""
+    process = start_redis(int(REDIS_ADDRESS.rsplit(":", 1)[1]), RUN.process_folder())
+    yield REDIS_ADDRESS
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def database(redis_databases: str) -> Iterator[str]:
+    """This process's database, migrated (and, through `clean`, emptied before each
+    test, with the Redis databases)."""
+    RUN.create_database()
     yield DB_NAME
     # The API's change listeners (api/readcache.py) would go on trying to connect to
     # the dropped database until the interpreter exits, after pytest has closed stderr.
     logging.getLogger("api.readcache").disabled = True
     dispose_engine()
-    database_admin.drop_database(url)
+    database_admin.drop_database(get_settings().database_url)
 
 
 @pytest.fixture(scope="session")
 def fake_oeis() -> Iterator[FakeOEIS]:
-    yield _fake
-    _fake.stop()
+    fake = FakeOEIS(port=OEIS_PORT).start()
+    yield fake
+    fake.stop()
 
 
 def _flush_state() -> None:
@@ -236,6 +149,7 @@ def clean(request: pytest.FixtureRequest, fake_oeis: FakeOEIS) -> Iterator[None]
             reads.changed(EVERYTHING)
         scheduled_recently.clear()  # what the API scheduled was for the data just deleted
     if request.node.get_closest_marker("redis") or "database" in request.fixturenames:
+        request.getfixturevalue("redis_databases")
         _flush_state()
     yield
     if "worker" in request.fixturenames or "client" in request.fixturenames:
