@@ -290,6 +290,19 @@ def settings():
 
 
 @pytest.fixture
+def short_wait(monkeypatch: pytest.MonkeyPatch, settings) -> None:
+    """The API in this process waits 0.5 s for work rather than BACKSCOPE_SYNC_WAIT (30 s
+    here): for tests of what it answers after the wait (202, or the partial factors when
+    no factor worker runs), which would otherwise wait it out."""
+    import dataclasses
+
+    import api.jobs
+
+    quick = dataclasses.replace(settings, sync_wait=0.5)
+    monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
+
+
+@pytest.fixture
 def workers(database: str, fake_oeis: FakeOEIS, tmp_path: Path) -> Iterator:
     """Start this test's own workers; the session worker stops taking downloads meanwhile,
     so the test knows which process runs each task."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -210,12 +209,6 @@ def test_throttled_then_healthy_succeeds_after_retries(client, fake_oeis) -> Non
     statuses = [r.status for r in fake_oeis.requests if r.path == "/A000027/b000027.txt"]
     assert statuses[-1] == 200
     assert [r.status for r in fake_oeis.requests].count(503) == 2
-
-
-@pytest.fixture
-def short_wait(monkeypatch: pytest.MonkeyPatch, settings):
-    quick = dataclasses.replace(settings, sync_wait=0.5)
-    monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
 
 
 def test_slow_oeis_gives_202_then_200(app, fake_oeis, workers, short_wait) -> None:

@@ -133,7 +133,7 @@ def test_a_revision_reopens_exactly_the_terms_it_changed(database) -> None:
     assert factors.complete and factors.factors[5] == "[5,1;11,1]"
 
 
-def test_the_factors_route_asks_for_the_holes_a_revision_left(client) -> None:
+def test_the_factors_route_asks_for_the_holes_a_revision_left(client, short_wait) -> None:
     _factored_then_revised("A000027")
     answer = client.get("/api/get_oeis_factors/A000027/0")
     assert answer.status_code == 200 and answer.get_json()["complete"] is False

@@ -8,13 +8,11 @@ about 550 digits; a 3.7 MB b-file) on the fly.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 
 import pytest
 
-import api.jobs
 from shared.factors.factorize import NO_FAC
 from shared.store.reads import NO_FAC as STORE_NO_FAC
 from tests.helpers import get_until_200
@@ -102,12 +100,6 @@ def test_chunks_have_etags_and_gzip(client) -> None:
     assert json.loads(gzip.decompress(zipped.data)) == first.get_json()
     assert len(first.get_json()["values"]) == 1001
     assert client.get("/api/get_oeis_chunk/A000045/1").headers["ETag"] != etag
-
-
-@pytest.fixture
-def short_wait(monkeypatch: pytest.MonkeyPatch, settings) -> None:
-    quick = dataclasses.replace(settings, sync_wait=0.5)
-    monkeypatch.setattr(api.jobs, "get_settings", lambda: quick)
 
 
 def test_values_above_the_limit_are_no_fac_at_once(client, short_wait) -> None:
