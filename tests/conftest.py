@@ -164,8 +164,45 @@ def _wait_for_idle(timeout: float = 60) -> None:
     run it (tests/test_factors.py); elsewhere its lock would just sit out its TTL.
     """
     deadline = time.monotonic() + timeout
-    while busy_locks() and time.monotonic() < deadline:
+    while _unfinished_work() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _unfinished_work() -> list[str]:
+    """The locks (busy_locks) of work that will still run: its task runs on a worker of
+    this process's that still runs, or waits in the broker (queued, or delivered to a
+    worker). Not the lock of a task that ended, was revoked, died with its worker or
+    was purged from its queue: that lock only waits out its TTL (10 s), and the next
+    test flushes it anyway."""
+    held = busy_locks()
+    if not held:
+        return []
+    from celery import states
+
+    from shared.work.lock import read_lock
+    from shared.work.queue import app as celery
+
+    live = {process.name for process in _running if process.process.poll() is None}
+    broker = get_redis("broker")
+    # (Tests' brokers hold a few messages at most: reading them all is cheap.)
+    messages = [*broker.hvals("unacked")]
+    for key in broker.scan_iter():
+        if broker.type(key) == b"list":
+            messages += broker.lrange(key, 0, -1)
+    unfinished = []
+    for key in held:
+        info = read_lock(get_redis("locks"), key)
+        if info is None:
+            continue
+        task = celery.AsyncResult(info.owner)
+        if task.state in states.READY_STATES:
+            continue
+        if task.state == states.STARTED:
+            if task.worker in live:
+                unfinished.append(key)
+        elif any(info.owner.encode() in message for message in messages):
+            unfinished.append(key)
+    return unfinished
 
 
 # The worker processes this test session has started and not stopped yet. Only they can
@@ -235,14 +272,20 @@ class WorkerProcess:
     def signal(self, sig: int) -> None:
         os.killpg(self.process.pid, sig)
 
+    def begin_stop(self) -> None:
+        """Start the warm shutdown (see stop) without waiting for it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+
     def stop(self) -> None:
         """Warm shutdown: SIGTERM to the main process only, which lets the tasks running
         finish. (SIGTERM to the pool processes would kill them mid-task while the main
         process lives on, and it would deliver their tasks again, to the next test's
         workers.) If that takes more than 10 s, SIGKILL for them all: a dead main
-        process delivers nothing again."""
+        process delivers nothing again. A shutdown takes about 3 s, most of it Celery
+        closing its pool: stop_all stops several workers in the time of one."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.begin_stop()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -256,6 +299,14 @@ class WorkerProcess:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text()
+
+
+def stop_all(processes: list[WorkerProcess]) -> None:
+    """Stop workers together: each shutdown mostly waits."""
+    for process in processes:
+        process.begin_stop()
+    for process in processes:
+        process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -324,7 +375,7 @@ def workers(database: str, fake_oeis: FakeOEIS, tmp_path: Path) -> Iterator:
     for process in started:
         with contextlib.suppress(ProcessLookupError):
             process.signal(signal.SIGCONT)
-        process.stop()
+    stop_all(started)
     # What the test left queued (say, metadata its requests scheduled) dies with its
     # workers rather than running during the next test.
     with celery.connection_for_write() as connection:
