@@ -67,10 +67,13 @@ beat: install ## Run only celery beat (lock purges, refresh sweeps); run exactly
 
 # The tests run in TEST_PROCESSES processes (pytest-xdist): on 2 cores, 4 of them, since a
 # test spends most of its time waiting for workers, servers and timeouts, not computing.
-# TEST_PROCESSES=0 runs them in this process (as a bare `.venv/bin/pytest` does).
+# TEST_PROCESSES=0 runs them in this process (as a bare `.venv/bin/pytest` does). The
+# long tests come first (tests/conftest.py), handed out one at a time so that each
+# process gets its share of them (by default xdist hands a process 1/16 of the suite
+# at once, which put every long test on one process).
 TEST_PROCESSES ?= 4
 test: install ## Run the test suite in TEST_PROCESSES=4 processes (pytest-xdist)
-	$(BIN)/pytest -n $(TEST_PROCESSES)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --maxschedchunk 1
 
 lint: install ## Check formatting and lint with ruff
 	$(BIN)/ruff check .

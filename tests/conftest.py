@@ -60,6 +60,29 @@ def pytest_report_header() -> list[str]:
     ]
 
 
+# Fixtures that start processes of a test's own: such tests take seconds to a minute.
+_HEAVY_FIXTURES = {
+    "workers",
+    "factor_workers",
+    "serve",
+    "gunicorn",
+    "start_stack",
+    "redis_server",
+    "postgres_server",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first (slow ones, and those starting processes of their own): spread
+    over several processes, the run then ends with short tests filling the gaps rather
+    than with one process finishing a long test while the others wait."""
+    items.sort(
+        key=lambda item: (
+            not (item.get_closest_marker("slow") or _HEAVY_FIXTURES & set(item.fixturenames))
+        )
+    )
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if RUN.is_owner:  # every other process of the run has ended
         RUN.finish()
