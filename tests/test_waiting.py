@@ -22,7 +22,7 @@ from api import budget
 from api.clients import budget_client
 from shared.db import session_scope
 from shared.redis_db import get_redis
-from shared.work import waiting
+from shared.work import queue, waiting
 from shared.work.lock import read_lock
 from shared.work.queue import INTERACTIVE, start
 from shared.work.queue import app as celery
@@ -140,13 +140,17 @@ def test_an_ipv6_64_is_one_client(client, fake_oeis, tuned) -> None:
 
 
 def test_a_queue_wait_longer_than_the_lock_ttl_starts_one_download(
-    client, fake_oeis, workers, settings, caplog
+    client, fake_oeis, workers, settings, caplog, monkeypatch
 ) -> None:
     """The worker is busy for longer than BACKSCOPE_LOCK_TTL while a request waits for
     work queued behind: its lock must not expire in the queue."""
-    lane = workers("lane", concurrency=1)
+    ttl = 5  # (for the API in this process and the worker: half the tests' 10 s)
+    short = dataclasses.replace(settings, lock_ttl=ttl)
+    for module in (api.jobs, queue):
+        monkeypatch.setattr(module, "get_settings", lambda: short)
+    lane = workers("lane", concurrency=1, env={"BACKSCOPE_LOCK_TTL": str(ttl)})
     lane.signal(signal.SIGSTOP)  # busy elsewhere, for longer than a TTL
-    threading.Timer(settings.lock_ttl + 3.0, lane.signal, (signal.SIGCONT,)).start()
+    threading.Timer(ttl + 3.0, lane.signal, (signal.SIGCONT,)).start()
     with caplog.at_level(logging.INFO, logger="shared.work.queue"):
         waited = client.get("/api/get_oeis_values/A910701/3")
     assert waited.status_code == 200
