@@ -301,20 +301,23 @@ class WorkerProcess:
             self.process.terminate()
 
     def stop(self) -> None:
-        """Warm shutdown: SIGTERM to the main process only, which lets the tasks running
-        finish. (SIGTERM to the pool processes would kill them mid-task while the main
-        process lives on, and it would deliver their tasks again, to the next test's
-        workers.) If that takes more than 10 s, SIGKILL for them all: a dead main
-        process delivers nothing again. A shutdown takes about 3 s, most of it Celery
-        closing its pool: stop_all stops several workers in the time of one."""
+        """Warm shutdown: SIGTERM to the main process only, which then takes no new
+        task and lets the tasks running finish. (SIGTERM to the pool processes would
+        kill them mid-task while the main process lives on, and it would deliver their
+        tasks again, to the next test's workers.) Once none of its tasks runs, or after
+        10 s, SIGKILL for them all, rather than waiting the 3 s Celery then takes to
+        close its pool: a dead main process delivers nothing again (what it had taken
+        and not started is dropped, as the workers fixture drops what is queued)."""
         if self.process.poll() is None:
             self.begin_stop()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.signal(signal.SIGKILL)
-                self.process.wait(10)
+            deadline = time.monotonic() + 10
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if not self.running_tasks():
+                    break
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGKILL)
+            self.process.wait(10)
         self.log.close()
         if self in _running:
             _running.remove(self)
@@ -322,6 +325,26 @@ class WorkerProcess:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text()
+
+    def running_tasks(self) -> list[str]:
+        """The ids of the tasks this worker has started and not finished, from their
+        states in the result backend (task_track_started: every task records STARTED
+        and the worker's name; the tests' result databases hold a few dozen at most).
+        ["?"] if the backend does not answer: then nothing is known to be finished."""
+        import json
+
+        from redis.exceptions import RedisError
+
+        results = get_redis("results")
+        running = []
+        try:
+            for key in results.scan_iter("celery-task-meta-*"):
+                meta = json.loads(results.get(key) or "{}")
+                if meta.get("status") == "STARTED" and meta.get("worker") == self.name:
+                    running.append(meta.get("task_id", "?"))
+        except RedisError:
+            return ["?"]
+        return running
 
 
 def stop_all(processes: list[WorkerProcess]) -> None:
