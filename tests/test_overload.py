@@ -234,7 +234,9 @@ def test_cached_reads_are_answered_while_forty_cold_requests_hang(
     fake_oeis.hang = True  # every download hangs (until the read timeout, then retries)
     cold: list[int | str] = []
     reads: list[int | str] = []
-    reads_before: list[int] = []  # reads answered when the first cold request was
+    # Reads answered while at least half the cold requests were still unanswered (a
+    # few cold ones may be answered at once: 202 when their process has no wait slot).
+    reads_during: list[int] = []
 
     def cold_client(n: int) -> None:
         try:  # the API waits BACKSCOPE_SYNC_WAIT (8 s here), then answers 202
@@ -244,8 +246,6 @@ def test_cached_reads_are_answered_while_forty_cold_requests_hang(
             cold.append(status)
         except OSError as exc:
             cold.append(type(exc).__name__)
-        if not reads_before:
-            reads_before.append(reads.count(200))
 
     def reader(n: int) -> None:
         while any(thread.is_alive() for thread in cold_threads):
@@ -253,6 +253,8 @@ def test_cached_reads_are_answered_while_forty_cold_requests_hang(
                 reads.append(server.get("/api/get_oeis_values/A000045/10", f"127.0.2.{n}", 5)[0])
             except OSError as exc:
                 reads.append(type(exc).__name__)
+            if reads[-1] == 200 and len(cold) < 20:
+                reads_during.append(n)
             time.sleep(0.05)  # a person's pace is enough, and leaves the CPU to the rest
 
     cold_threads = [threading.Thread(target=cold_client, args=(n,)) for n in range(1, 41)]
@@ -264,8 +266,7 @@ def test_cached_reads_are_answered_while_forty_cold_requests_hang(
     fake_oeis.hang = False
     drop_queued_work()  # the retries of the hung downloads are nobody's business now
     assert reads and set(reads) == {200}, Counter(reads)
-    # Reads were answered while all forty cold requests were still waiting.
-    assert reads_before[0] > 0, reads_before
+    assert reads_during, Counter(reads)
     # Every cold client got an answer, none hung until its own timeout: 202 after the
     # wait, or 503 when its download gave up on the hanging OEIS within the wait.
     assert len(cold) == 40 and set(cold) <= {200, 202, 503}, Counter(cold)
