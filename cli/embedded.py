@@ -36,9 +36,6 @@ from urllib.parse import urlsplit
 from cli.local_common import Server, address, answers
 from cli.local_postgres import POSTGRES_USER
 from cli.local_servers import LocalServers
-
-# Not used here: tests/conftest.py runs this Valkey itself where redis-server is missing.
-from cli.local_valkey import redis_server_binary as redis_server_binary
 from shared.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, get_settings
 
 # ---------------------------------------------------------------- deciding

@@ -6,7 +6,7 @@ Nothing here touches the database or Redis databases that `make run` uses, and t
 test runs on one machine (say, a developer's and CI's) cannot take each other's tasks,
 connections or connection slots. On a machine without PostgreSQL programs or a running
 server, the test database lives on the project's own PostgreSQL, and the private Redis
-is the packaged Valkey when redis-server is not installed (cli/embedded.py).
+is the packaged Valkey when redis-server is not installed (cli/local_valkey.py).
 
 `make test` runs the tests in several processes (pytest-xdist): the run's PostgreSQL
 cluster is one for them all, each process has a database of its own (a copy of a

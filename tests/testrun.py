@@ -16,7 +16,7 @@ a folder for the run and tells the others of it in BACKSCOPE_TEST_RUN. In it:
   by the first test that needs them.
 
 Ports are chosen before the servers start (the URLs must be in the environment before
-the first test module imports the Celery app), from 20000-32767 like cli/embedded.py:
+the first test module imports the Celery app), from 20000-32767 like cli/local_ports.py:
 below the kernel's ephemeral range, so that no outgoing connection takes one meanwhile.
 
 A process killed with SIGKILL runs no cleanup: a small shell process started with each
@@ -45,11 +45,11 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from cli import embedded
+from cli import embedded, local_valkey
+from cli.local_ports import PORTS
 from shared.config import DEFAULT_DATABASE_URL, load_settings
 
 RUN_VARIABLE = "BACKSCOPE_TEST_RUN"
-PORTS = range(20000, 32768)  # as cli/embedded.py's, for the same reason
 # Every process of a run keeps connections to the one cluster (its API's pool and
 # change listeners, its workers, the stacks some tests start).
 MAX_CONNECTIONS = 400
@@ -310,7 +310,7 @@ def _execute(server_url: str, *statements: str) -> None:
 
 def redis_binary() -> str:
     """redis-server from PATH (Redis, as in production), else the packaged valkey-server."""
-    return shutil.which("redis-server") or str(embedded.redis_server_binary())
+    return shutil.which("redis-server") or str(local_valkey.redis_server_binary())
 
 
 def start_redis(port: int, folder: Path) -> subprocess.Popen:
