@@ -11,9 +11,13 @@ from __future__ import annotations
 import gzip
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import TypeVar
+
+from shared.config import RESERVED_THREADS
+from shared.errors import UpstreamUnavailable
 
 GZIP_LEVEL = 6
 # A document and, once made, its gzipped bytes.
@@ -153,7 +157,54 @@ class DocumentCache:
 
 documents = DocumentCache(max_bytes=64 * 2**20, large_bytes=128 * 2**20)
 
+# Requests of a process that may read, compress or cut a large document at once: half
+# the threads kept for cached reads (RESERVED_THREADS), none of the wait slots that
+# requests for uncached data hold, so that the other threads always answer small cached
+# reads, whatever waits for the workers.
+LARGE_READERS = RESERVED_THREADS // 2
+_large_readers = threading.BoundedSemaphore(LARGE_READERS)
+# A slice estimated above this size counts as large work (copied and gzipped anew).
+LARGE_SLICE = 2**20
+
+
+@contextmanager
+def large_reader(busy: str) -> Iterator[None]:
+    """Hold one of the LARGE_READERS while the block runs; with none free, answer 503
+    at once (Retry-After 1), saying `busy`."""
+    if not _large_readers.acquire(blocking=False):
+        raise UpstreamUnavailable(busy, 1)
+    try:
+        yield
+    finally:
+        _large_readers.release()
+
+
 _VALUES = b'"values":{'
+# Below this many bytes a boundary is searched for straight through.
+_SCAN = 4096
+
+
+def _comma_before(whole: bytes, lo: int, hi: int, index: int) -> int:
+    """Where `,"<index>":"` is in `whole[lo:hi]`, the values of a document, or `hi` if
+    no term has that index. Keys increase along the document and `,"` stands only
+    between two terms, so a bisection reads a few bytes at each step instead of
+    everything before the term (a chunk near the end of a long sequence)."""
+    pattern = b',"%d":"' % index
+    while hi - lo > _SCAN:
+        mid = (lo + hi) // 2
+        comma = whole.find(b',"', mid, hi)
+        if comma < 0:
+            hi = mid
+            continue
+        key = int(whole[comma + 2 : whole.index(b'"', comma + 2)])
+        if key == index:
+            return comma
+        if key < index:
+            lo = comma + 1
+        else:
+            hi = comma
+    found = whole.find(pattern, lo, hi + len(pattern) - 1)
+    return hi if found < 0 else found
 
 
 def values_slice(whole: bytes, first_index: int, first: int, last: int) -> bytes:
@@ -161,20 +212,15 @@ def values_slice(whole: bytes, first_index: int, first: int, last: int) -> bytes
     to `last` (from 1; none when first > last): its bytes, cut out, not parsed.
 
     In the document each term after the first is `,"<index>":"<digits>"`, and neither
-    digits nor the JSON-escaped name can hold the bytes `,"<index>":"` otherwise, so
-    finding them finds where a term begins.
+    digits nor the JSON-escaped name can hold the bytes `,"` otherwise, so finding them
+    finds where a term begins.
     """
     start = whole.index(_VALUES) + len(_VALUES)
     head, end_of_values = whole[:start], len(whole) - 2  # the document ends with "}}"
     if first > last:
         return head + b"}}"
-
-    def comma_before(position: int, after: int) -> int:
-        """Where the comma before the term at `position` is (searching from `after`);
-        the end of the values if there is no such term."""
-        found = whole.find(b',"%d":"' % (first_index + position - 1), after)
-        return end_of_values if found < 0 else found
-
-    begin = start if first == 1 else comma_before(first, start) + 1
-    end = comma_before(last + 1, begin)
+    begin = start
+    if first > 1:
+        begin = _comma_before(whole, start, end_of_values, first_index + first - 1) + 1
+    end = _comma_before(whole, begin, end_of_values, first_index + last)
     return head + whole[begin:end] + b"}}"

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cache
 from typing import TypeVar
 
@@ -101,18 +100,6 @@ def wait_slots() -> threading.BoundedSemaphore:
     (BACKSCOPE_WAIT_SLOTS). The others stay free for cached reads: a request that
     finds no free slot is answered 202 at once instead of waiting."""
     return threading.BoundedSemaphore(get_settings().wait_slots)
-
-
-@contextmanager
-def wait_slot(busy: str) -> Iterator[None]:
-    """Hold a wait slot while waiting for something slow that is not a worker (a large
-    document being read); with none free, answer 503 at once, saying `busy`."""
-    if not wait_slots().acquire(blocking=False):
-        raise UpstreamUnavailable(busy, 1)
-    try:
-        yield
-    finally:
-        wait_slots().release()
 
 
 def schedule_unless_recent(work: Work) -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import event, text
 
+import api.documents
 import api.jobs
 import api.responses
 import api.routes.sequences
-from api.documents import DocumentCache
+from api.documents import DocumentCache, values_slice
 from shared.db import get_engine, get_read_engine, session_scope
 from shared.errors import UpstreamBadData
 from shared.factors import batches
@@ -166,10 +168,14 @@ def test_a_large_document_is_read_once_and_never_takes_the_reserved_threads(
     client, monkeypatch
 ) -> None:
     """Requests for a document too large to share the budget wait for one read of it,
-    only in the wait slots (the rest are 503 at once), and it is kept afterwards."""
+    only as large readers (the rest are 503 at once), and it is kept afterwards; the
+    wait slots, all taken by requests for uncached data, are not needed."""
     cache = _fresh_documents(monkeypatch, max_bytes=8_000, large_bytes=10**7)
     slots = threading.BoundedSemaphore(3)
-    monkeypatch.setattr(api.jobs, "wait_slots", lambda: slots)
+    monkeypatch.setattr(api.documents, "_large_readers", slots)
+    taken = threading.BoundedSemaphore(1)
+    taken.acquire()
+    monkeypatch.setattr(api.jobs, "wait_slots", lambda: taken)
     _store_and_wait(client, {"A000027": [str(n) for n in range(1, 2001)], "A000045": ["1", "1"]})
     reading, release, reads = threading.Event(), threading.Event(), []
     real = api.routes.sequences.read_document
@@ -197,8 +203,12 @@ def test_a_large_document_is_read_once_and_never_takes_the_reserved_threads(
     assert len(reads) == 1 and len(served[0].get_json()["values"]) == 2000
     assert cache.size > len(served[0].data)  # kept, apart from the small documents
     for _ in range(3):
-        slots.acquire()  # every slot taken: a kept document needs none
+        slots.acquire()  # every large reader busy: a kept document needs none ...
     assert client.get(path).data == served[0].data and len(reads) == 1
+    # ... nor does a small slice of it; a large one, cut and gzipped anew, does.
+    monkeypatch.setattr(api.routes.sequences, "LARGE_SLICE", 1000)
+    assert client.get("/api/get_oeis_values/A000027/5").status_code == 200
+    assert client.get("/api/get_oeis_values/A000027/1999").status_code == 503
     # Gzipped as it was read, in the slot: gzip-accepting requests compress nothing.
     monkeypatch.setattr(gzip, "compress", lambda *args, **kwargs: pytest.fail("compressed"))
     zipped = client.get(path, headers={"Accept-Encoding": "gzip"})
@@ -229,3 +239,20 @@ def test_a_loop_over_counts_reads_the_sequence_once_and_evicts_nothing(client, m
     # Cut out of the whole document held in memory: nothing read, nothing more kept.
     assert not [s for s in statements if "sequence_values" in s]
     assert cache.size == held
+
+
+def test_slices_of_a_long_document_hold_exactly_their_terms() -> None:
+    """values_slice bisects a long document for where terms begin: every range of
+    positions, beyond either end too, holds exactly its terms, whatever the indices."""
+    rng = random.Random(26)
+    for first_index in (0, 1, -43, 3638334640025):
+        values = {str(first_index + n): str(rng.randint(-(10**30), 10**30)) for n in range(3000)}
+        name = 'A name with ,"5":" in it'
+        answer = {"id": "A000001", "name": name, "values": values}
+        whole = json.dumps(answer, separators=(",", ":")).encode()  # as documents are
+        keys = list(values)
+        for _ in range(200):
+            first, last = rng.randint(1, 3002), rng.randint(0, 3002)
+            cut = json.loads(values_slice(whole, first_index, first, last))
+            assert cut["name"] == name
+            assert cut["values"] == {key: values[key] for key in keys[first - 1 : last]}

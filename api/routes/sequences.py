@@ -5,6 +5,7 @@ out of the whole sequence's document, built once per version of the data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -13,9 +14,9 @@ from flask import Response
 from sqlalchemy.orm import Session
 
 from api.caches import cached_reads, metadata_reads
-from api.documents import Entry, documents, values_slice
+from api.documents import LARGE_SLICE, Entry, documents, large_reader, values_slice
 from api.errors import BadRequest, ChangedMeanwhile
-from api.jobs import obtain, schedule_unless_recent, wait_slot
+from api.jobs import obtain, schedule_unless_recent
 from api.responses import send_json
 from shared import metrics
 from shared.config import get_settings
@@ -36,6 +37,8 @@ COUNT = re.compile(r"[0-9]{1,9}")
 # Chunks of the paged endpoints: 1024 indices each; any index fits a chunk number of
 # at most 16 digits, so 18 leaves room and keeps every product exact.
 CHUNK_SIZE = 1024
+# What a request for a large answer hears when every large reader is busy.
+BUSY = "a large sequence is being read for other requests; please try again"
 CHUNK = re.compile(r"-?[0-9]{1,18}")
 
 
@@ -105,13 +108,13 @@ def _whole(cached: Cached) -> tuple[Cached, Entry]:
     """The whole sequence's document (every values answer is cut out of it), read once
     per version, with the data it is of: `cached`, or the current data if that changed
     meanwhile. One too large to share the memory budget is also gzipped as it is read
-    (nearly every client asks for gzip), all of it in a wait slot, so that requests for
-    it never hold the threads kept for cached reads."""
+    (nearly every client asks for gzip), all of it as large work (api/documents.py:
+    large_reader), so that requests for it never hold every thread."""
     while True:
         if cached.document_bytes <= documents.max_entry:
             entry = build_document(cached, "values", cached.etag, _read_whole)
         elif (entry := documents.get(cached.etag)) is None:
-            with wait_slot("this large sequence is being read for others; please try again"):
+            with large_reader(BUSY):
                 entry = build_document(cached, "values", cached.etag, _read_whole, compress=True)
         if entry is not None:
             return cached, entry
@@ -120,10 +123,18 @@ def _whole(cached: Cached) -> tuple[Cached, Entry]:
 
 def _slice(cached: Cached, whole: Entry, suffix: str, first: int, last: int) -> Response:
     """The values answer holding the terms at positions `first` to `last` (from 1), cut
-    out of the whole document: cheap, so never kept (a client asking for every count
-    in turn must not push everyone's documents out)."""
-    body = values_slice(whole[0], cached.first_index, first, last)
-    return send_json(cached.etag + suffix, body, None, cached.name is not None, keep=False)
+    out of the whole document and never kept (a client asking for every count in turn
+    must not push everyone's documents out). Cutting and gzipping a slice of megabytes
+    counts as large work."""
+
+    def send() -> Response:
+        body = values_slice(whole[0], cached.first_index, first, last)
+        return send_json(cached.etag + suffix, body, None, cached.name is not None, keep=False)
+
+    if cached.document_bytes * (last - first + 1) // cached.term_count <= LARGE_SLICE:
+        return send()
+    with large_reader(BUSY):
+        return send()
 
 
 def _answer(cached: Cached, count: int) -> Response:
@@ -169,9 +180,11 @@ def _header_json(cached: Cached) -> bytes:
 
 
 def _header(cached: Cached) -> Response:
-    key = cached.etag + "-header"
-    body, gzipped = build_document(cached, "header", key, _header_json)  # (made from `cached`)
-    return send_json(key, body, gzipped, final=cached.name is not None)
+    """A few bytes made from the lookup alone: made anew each time, tagged by their md5
+    (the name in it is the lookup's, which the document's ETag need not follow)."""
+    body = _header_json(cached)
+    tag = hashlib.md5(body).hexdigest()
+    return send_json(tag, body, None, final=cached.name is not None, keep=False)
 
 
 def get_oeis_header(seq_id: str) -> Response:
