@@ -42,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -82,11 +84,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _postgres_program(name: str) -> str | None:
@@ -328,9 +325,20 @@ def start_redis(port: int, folder: Path) -> subprocess.Popen:
         f" | grep -q -- '-server 127.0.0.1:{port}' && kill {process.pid}",
     )
     deadline = time.monotonic() + 10
-    while not _accepts(port):
+    while not _serves(port, process.pid):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"{binary} did not start on port {port}")
         time.sleep(0.01)
     return process
+
+
+def _serves(port: int, pid: int) -> bool:
+    """Whether the Redis answering on `port` is process `pid`: another test run's
+    server on the same port must not pass for this one's (its databases would be
+    flushed and its broker shared)."""
+    try:
+        with Redis("127.0.0.1", port, socket_connect_timeout=0.5, socket_timeout=2) as client:
+            return client.info("server")["process_id"] == pid
+    except RedisError:
+        return False

@@ -81,7 +81,7 @@ def store_refresh(session: Session, entry: Entry, bfile: BFile | None, token: in
     if not guarded(session, seq_id, token):
         return None
     # Locked so the metadata compared is the metadata replaced; FOR NO KEY UPDATE lets a
-    # factor batch (values FOR SHARE, then this row FOR KEY SHARE) finish first.
+    # factor batch (values FOR NO KEY UPDATE, then this row FOR KEY SHARE) finish first.
     columns = [getattr(Sequence, field) for field in _METADATA_FIELDS]
     before = session.execute(
         select(Sequence.meta_fetched_at, *columns)

@@ -180,7 +180,7 @@ def write_values(session: Session, seq_id: str, bfile: BFile, token: int) -> str
     Returns "new" (none were stored), "same" (identical: only the token and download
     time move, nothing is rewritten), "changed" (replaced; the factorizations of the
     changed indices are deleted) or None (refused). Locks the values row first (FOR
-    UPDATE), so a factor batch checking the row under FOR SHARE (store_factors) either
+    UPDATE), so a factor batch holding the row FOR NO KEY UPDATE (store_factors) either
     commits before this and is judged here, or sees the new values token afterwards
     and is refused. The terms are compared inside PostgreSQL, against
     `incoming_terms`, so a large sequence is never held twice in this process.
