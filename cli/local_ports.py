@@ -17,7 +17,7 @@ START_ATTEMPTS = 3  # each on another port, should another program take the chos
 PORTS = range(20000, 32768)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     """Whether a server could listen on `port` now (servers set SO_REUSEADDR, so the
     connections of a server just stopped, waiting out TIME_WAIT, do not count)."""
     with socket.socket() as probe:
@@ -31,7 +31,7 @@ def _port_free(port: int) -> bool:
 
 def _free_port() -> int:
     for _ in range(100):
-        if _port_free(port := random.choice(PORTS)):
+        if port_free(port := random.choice(PORTS)):
             return port
     raise EmbeddedError(f"no free port between {PORTS.start} and {PORTS.stop - 1}")
 
@@ -55,7 +55,7 @@ class Ports:
         """The port used last time while it is free, then free ones."""
         last = self.last(kind)
         for attempt in range(START_ATTEMPTS):
-            yield last if attempt == 0 and last and _port_free(last) else _free_port()
+            yield last if attempt == 0 and last and port_free(last) else _free_port()
 
     def remember(self, kind: str, port: int) -> None:
         self._file.write_text(json.dumps({**self._read(), kind: port}) + "\n")

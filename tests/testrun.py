@@ -33,7 +33,6 @@ import os
 import random
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -48,7 +47,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from cli import embedded, local_valkey
-from cli.local_ports import PORTS
+from cli.local_ports import PORTS, port_free
 from shared.config import DEFAULT_DATABASE_URL, load_settings
 
 RUN_VARIABLE = "BACKSCOPE_TEST_RUN"
@@ -74,16 +73,6 @@ def after(pid: int, command: str) -> None:
         check=True,
         start_new_session=True,
     )
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _postgres_program(name: str) -> str | None:
@@ -169,7 +158,7 @@ class Run:
             taken = set(map(int, taken_file.read_text().split())) if taken_file.exists() else set()
             for _ in range(200):
                 port = random.choice(PORTS)
-                if port not in taken and _port_free(port):
+                if port not in taken and port_free(port):
                     with taken_file.open("a") as file:
                         file.write(f"{port}\n")
                     return port
